@@ -1,0 +1,1 @@
+"""seats-exp: training-free token selection experiments for omni-modal LLMs."""

@@ -1,0 +1,461 @@
+"""The token-selection engine: all tensor surgery in one place.
+
+Selectors decide *which* tokens to keep (``seats_exp.selection``); this module does the cutting,
+by hooking transformers' own Thinker modules (no copy of the modeling code):
+
+* a pre-hook on the Thinker records the request (input ids, video grid, seconds per grid) and
+  starts a new prefill record;
+* a pre-hook on the text model runs ``before_llm`` on the merged input embeddings and slices
+  ``inputs_embeds``, the 2-D mask, the 3/4-row position ids and (Qwen3) the visual position mask
+  and DeepStack rows -- original M-RoPE positions are kept, never renumbered;
+* a pre-hook on every decoder layer slices the per-layer arguments the text model computed once
+  for the full length (rotary cos/sin, a 4-D mask, text position ids) to the current tokens, and
+  during decoding drops the mask (batch 1: the single query may see every cached key, whatever
+  each layer's cache length);
+* a post-hook on the layers a selector asked for runs ``after_layer`` and cuts the layer output
+  and the KV cache (scope ``all_executed``: every executed layer's cache, faithful;
+  ``after_drop_only``: executed layers keep their keys).
+
+Decoding continues at the unpruned positions because ``generate`` keeps counting positions from
+the unpruned prompt and ``rope_deltas`` is computed before any cut.  Detaching removes every hook
+and leaves the model exactly as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from seats_exp.models.adapters import OmniAdapter
+from seats_exp.selection import (
+    AUDIO,
+    TEXT,
+    VIDEO,
+    BaseSelector,
+    EncoderStats,
+    Selection,
+    SelectionContext,
+)
+
+KV_SCOPES = ("all_executed", "after_drop_only")
+
+
+class _Clock:
+    """Wall-clock marks: CUDA events on a GPU (no sync until read), perf_counter on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: dict[str, object] = {}
+        self.spans: list[tuple[object, object]] = []  # selection-overhead intervals
+
+    def now(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = self.now()
+
+    def seconds(self, a, b) -> float:
+        if a is None or b is None:
+            return 0.0
+        if self.cuda:
+            b.synchronize()
+            return a.elapsed_time(b) / 1000.0
+        return b - a
+
+
+@dataclass
+class PrefillRecord:
+    """What one prefill did: lengths entering every layer, drop events, timings."""
+
+    input_length: int = 0  # prompt length before any selection
+    llm_input_length: int = 0  # length entering the text model (after before_llm)
+    layer_lengths: list[int] = field(default_factory=list)  # length entering each decoder layer
+    events: list[tuple[int, int, str]] = field(default_factory=list)  # (layer after which, new length, label)
+    kept_counts: list[dict] = field(default_factory=list)  # per layer: {"video": v, "audio": a, "text": t}
+    final_length: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: encoders, selection, llm_prefill
+    peak_memory_bytes: int | None = None
+
+
+class _CallState:
+    """Per-prefill state (never stored on the model's modules)."""
+
+    def __init__(self):
+        self.input_ids: torch.Tensor | None = None
+        self.video_grid_thw: torch.Tensor | None = None
+        self.seconds_per_grid: float = 1.0
+        self.modality: torch.Tensor | None = None
+        self.original_index: torch.Tensor | None = None
+        self.position_ids: torch.Tensor | None = None  # [3, S_cur]
+        self.token_time: torch.Tensor | None = None
+        self.local_index: torch.Tensor | None = None  # indices into the text-model input
+        self.llm_length: int = 0
+        self.pos_emb_cache: tuple | None = None  # (source cos object, local_index version, sliced pair)
+        self.index_version: int = 0
+        self.current_cos_sin: tuple | None = None
+        self.executed: int = 0
+        self.prefill = False
+        self.pruned = False
+        self.clock: _Clock | None = None
+        self.record = PrefillRecord()
+
+
+class Engine:
+    """Attach a selector to a Thinker.  Use as a context manager or call attach/detach."""
+
+    def __init__(
+        self,
+        thinker: nn.Module,
+        adapter: OmniAdapter,
+        selector: BaseSelector,
+        *,
+        kv_scope: str = "all_executed",
+        seed: int = 0,
+        stats=None,
+    ):
+        if kv_scope not in KV_SCOPES:
+            raise ValueError(f"engine.kv_scope={kv_scope!r}; allowed: {', '.join(KV_SCOPES)}")
+        self.thinker = thinker
+        self.adapter = adapter
+        self.selector = selector
+        self.kv_scope = kv_scope
+        self.seed = seed
+        self.stats = stats  # seats_exp.stats.EncoderStatsCollector or None
+        self._handles: list = []
+        self._hook_layers: set[int] = set()
+        self._state = _CallState()
+        self._orig_deepstack = None
+        self.records: list[PrefillRecord] = []
+        self.sample_seed: int | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def attach(self) -> "Engine":
+        if self._handles:
+            return self
+        lm = self.adapter.language_model
+        self._hook_layers = {int(x) for x in self.selector.hook_layers(self.adapter.num_layers)}
+        for layer in self._hook_layers:
+            if not 1 <= layer <= self.adapter.num_layers:
+                raise ValueError(f"selector {self.selector.name} asks for a hook after layer {layer}, "
+                                 f"outside 1..{self.adapter.num_layers}")
+        self._handles.append(self.thinker.register_forward_pre_hook(self._on_thinker_start, with_kwargs=True))
+        self._handles.append(self.thinker.register_forward_hook(self._on_thinker_end, with_kwargs=True))
+        self._handles.append(lm.register_forward_pre_hook(self._on_llm_start, with_kwargs=True))
+        for i, layer in enumerate(self.adapter.layers):
+            self._handles.append(layer.register_forward_pre_hook(self._make_layer_pre(i), with_kwargs=True))
+            self._handles.append(layer.register_forward_hook(self._make_layer_post(i), with_kwargs=True))
+        if hasattr(lm, "_deepstack_process"):
+            self._orig_deepstack = lm._deepstack_process
+            lm._deepstack_process = self._deepstack_process
+        if self.stats is not None:
+            self.stats.attach()
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        lm = self.adapter.language_model
+        if self._orig_deepstack is not None:
+            del lm._deepstack_process  # the instance attribute; the class method shows through again
+            self._orig_deepstack = None
+        if self.stats is not None:
+            self.stats.detach()
+
+    def __enter__(self):
+        return self.attach()
+
+    def __exit__(self, *exc):
+        self.detach()
+
+    # -- thinker -------------------------------------------------------------------------------
+    def _on_thinker_start(self, module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        is_prefill = cache is None or cache.get_seq_length() == 0
+        st = self._state
+        if not is_prefill:
+            st.prefill = False
+            if st.pruned:
+                self.selector_decode_step()
+            return None
+        if input_ids is None:
+            raise ValueError("the token-selection engine needs input_ids at prefill (inputs_embeds alone "
+                             "do not tell which tokens are video or audio)")
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"batch size {input_ids.shape[0]} is not supported: token selection runs with "
+                             "batch size 1 (set the evaluation batch size to 1)")
+        st = self._state = _CallState()
+        st.prefill = True
+        st.input_ids = input_ids[0]
+        st.video_grid_thw = kwargs.get("video_grid_thw")
+        spg = kwargs.get("video_second_per_grid")
+        st.seconds_per_grid = float(spg.reshape(-1)[0]) if spg is not None and spg.numel() else 1.0
+        st.clock = _Clock(input_ids.device)
+        st.record.input_length = int(input_ids.shape[1])
+        if st.clock.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        st.clock.mark("start")
+        if self.stats is not None:
+            self.stats.reset()
+        return None
+
+    def _on_thinker_end(self, module, args, kwargs, output):
+        st = self._state
+        if not st.prefill:
+            return None
+        st.clock.mark("end")
+        rec = st.record
+        clock = st.clock
+        selection = sum(clock.seconds(a, b) for a, b in clock.spans)
+        rec.timings = {
+            "encoders": clock.seconds(clock.marks.get("start"), clock.marks.get("llm_start")),
+            "selection": selection,
+            "llm_prefill": clock.seconds(clock.marks.get("llm_start"), clock.marks.get("end")) - selection,
+        }
+        if clock.cuda:
+            rec.peak_memory_bytes = int(torch.cuda.max_memory_allocated())
+        rec.final_length = rec.layer_lengths[-1] if rec.layer_lengths else rec.llm_input_length
+        self.records.append(rec)
+        st.prefill = False
+        return None
+
+    def selector_decode_step(self) -> None:
+        # Decode-time KV selection (DyCoke-style) is routed here; no shipped selector uses it yet.
+        return None
+
+    # -- context -------------------------------------------------------------------------------
+    def _context(self, embeds: torch.Tensor | None = None) -> SelectionContext:
+        st = self._state
+        grid = st.video_grid_thw
+        merge = self.adapter.spatial_merge_size
+        per_grid = int(grid[0, 1] * grid[0, 2] // (merge * merge)) if grid is not None and grid.numel() else 0
+        stats = self.stats.result() if self.stats is not None else EncoderStats()
+        gen = None
+        if self.sample_seed is not None:
+            gen = torch.Generator(device=st.modality.device)
+            gen.manual_seed(int(self.sample_seed))
+        return SelectionContext(
+            modality=st.modality,
+            original_index=st.original_index,
+            position_ids=st.position_ids,
+            token_time=st.token_time,
+            video_grid_thw=grid,
+            video_tokens_per_grid=per_grid,
+            seconds_per_grid=st.seconds_per_grid,
+            audio_tokens_per_second=self.adapter.audio_tokens_per_second,
+            num_layers=self.adapter.num_layers,
+            family=self.adapter.family,
+            stats=stats,
+            embeds=embeds,
+            generator=gen,
+            score_last_text=self._score_last_text,
+        )
+
+    def _score_last_text(self, module_index: int, hidden: torch.Tensor, score_dtype=None) -> torch.Tensor:
+        st = self._state
+        text_positions = torch.nonzero(st.modality == TEXT).flatten()
+        last = int(text_positions[-1]) if text_positions.numel() else st.modality.shape[0] - 1
+        return self.adapter.last_text_attention(module_index, hidden, st.current_cos_sin, last, score_dtype)
+
+    def _token_times(self, modality: torch.Tensor) -> torch.Tensor:
+        st = self._state
+        t = torch.full(modality.shape, float("nan"), dtype=torch.float32, device=modality.device)
+        video = modality == VIDEO
+        audio = modality == AUDIO
+        if video.any() and st.video_grid_thw is not None:
+            grid = st.video_grid_thw
+            per_grid = int(grid[0, 1] * grid[0, 2]) // self.adapter.spatial_merge_size**2
+            ordinal = torch.arange(int(video.sum()), device=modality.device)
+            t[video] = (ordinal // per_grid).float() * st.seconds_per_grid
+        if audio.any():
+            ordinal = torch.arange(int(audio.sum()), device=modality.device)
+            t[audio] = ordinal.float() / self.adapter.audio_tokens_per_second
+        return t
+
+    # -- before the LLM ---------------------------------------------------------------------------
+    def _on_llm_start(self, module, args, kwargs):
+        st = self._state
+        if not st.prefill:
+            return None
+        st.clock.mark("llm_start")
+        embeds = kwargs["inputs_embeds"]
+        ids = st.input_ids
+        modality = torch.full_like(ids, TEXT)
+        modality[ids == self.adapter.video_token_id] = VIDEO
+        modality[ids == self.adapter.audio_token_id] = AUDIO
+        pos = kwargs.get("position_ids")
+        if pos is None:
+            raise ValueError("the token-selection engine needs the Thinker's 3-axis position ids at prefill")
+        mrope = pos[-3:, 0, :]  # [3, S]: t/h/w rows (a leading text row, if any, is dropped here)
+        st.modality = modality
+        st.original_index = torch.arange(ids.shape[0], device=ids.device)
+        st.position_ids = mrope
+        st.token_time = self._token_times(modality)
+
+        selection = self._timed(lambda: self.selector.before_llm(self._context(embeds[0])))
+        if selection is not None:
+            embeds = self._apply_replacements(embeds, selection)
+            keep = selection.keep.to(embeds.device)
+            if not bool(keep.all()):
+                kwargs = self._cut_llm_inputs(kwargs, keep, embeds)
+                st.record.events.append((0, int(keep.sum()), selection.label or "before_llm"))
+                st.pruned = True
+            else:
+                kwargs["inputs_embeds"] = embeds
+        st.llm_length = int(kwargs["inputs_embeds"].shape[1])
+        st.record.llm_input_length = st.llm_length
+        st.local_index = torch.arange(st.llm_length, device=embeds.device)
+        return args, kwargs
+
+    def _cut_llm_inputs(self, kwargs: dict, keep: torch.Tensor, embeds: torch.Tensor) -> dict:
+        st = self._state
+        idx = torch.nonzero(keep).flatten()
+        kwargs["inputs_embeds"] = embeds[:, idx]
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.ndim == 2:
+            kwargs["attention_mask"] = mask[:, idx]
+        elif isinstance(mask, torch.Tensor):
+            raise ValueError("a prepared 4-D attention mask cannot be cut before the LLM; pass a 2-D mask")
+        kwargs["position_ids"] = kwargs["position_ids"][..., idx]
+        visual = kwargs.get("visual_pos_masks")
+        if visual is not None:
+            visual_keep = keep[visual[0]]  # kept flags of the visual tokens, in visual order
+            kwargs["visual_pos_masks"] = visual[:, idx]
+            if kwargs.get("deepstack_visual_embeds") is not None:
+                kwargs["deepstack_visual_embeds"] = [e[visual_keep] for e in kwargs["deepstack_visual_embeds"]]
+        st.modality = st.modality[idx]
+        st.original_index = st.original_index[idx]
+        st.position_ids = st.position_ids[:, idx]
+        st.token_time = st.token_time[idx]
+        return kwargs
+
+    @staticmethod
+    def _apply_replacements(embeds: torch.Tensor, selection: Selection) -> torch.Tensor:
+        if selection.replace_index is None:
+            return embeds
+        embeds = embeds.clone()
+        embeds[0, selection.replace_index.to(embeds.device)] = selection.replace_embeds.to(embeds.dtype)
+        return embeds
+
+    def _timed(self, fn):
+        clock = self._state.clock
+        a = clock.now()
+        out = fn()
+        clock.spans.append((a, clock.now()))
+        return out
+
+    # -- inside the LLM ---------------------------------------------------------------------------
+    def _make_layer_pre(self, i: int):
+        def pre(module, args, kwargs):
+            st = self._state
+            if not st.prefill:
+                if st.pruned and kwargs.get("attention_mask") is not None:
+                    kwargs["attention_mask"] = None  # batch 1: the new token sees every cached key
+                    return args, kwargs
+                return None
+            hidden = args[0] if args else kwargs["hidden_states"]
+            st.record.layer_lengths.append(int(hidden.shape[1]))
+            modality = st.modality
+            st.record.kept_counts.append({
+                "video": int((modality == VIDEO).sum()), "audio": int((modality == AUDIO).sum()),
+                "text": int((modality == TEXT).sum()),
+            })
+            if st.local_index.shape[0] != st.llm_length:
+                kwargs = self._slice_layer_kwargs(kwargs)
+            st.current_cos_sin = kwargs.get("position_embeddings")
+            st.executed = i + 1
+            return args, kwargs
+
+        return pre
+
+    def _slice_layer_kwargs(self, kwargs: dict) -> dict:
+        st = self._state
+        idx = st.local_index
+        pe = kwargs.get("position_embeddings")
+        if pe is not None:
+            cache = st.pos_emb_cache
+            if cache is None or cache[0] is not pe[0] or cache[1] != st.index_version:
+                sliced = (pe[0].index_select(-2, idx), pe[1].index_select(-2, idx))
+                st.pos_emb_cache = (pe[0], st.index_version, sliced)
+            kwargs["position_embeddings"] = st.pos_emb_cache[2]
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.ndim == 4:
+            kwargs["attention_mask"] = mask.index_select(-2, idx).index_select(-1, idx)
+        pos = kwargs.get("position_ids")
+        if isinstance(pos, torch.Tensor) and pos.shape[-1] == st.llm_length:
+            kwargs["position_ids"] = pos.index_select(-1, idx)
+        return kwargs
+
+    def _make_layer_post(self, i: int):
+        layer_number = i + 1
+
+        def post(module, args, kwargs, output):
+            st = self._state
+            if not st.prefill or layer_number not in self._hook_layers:
+                return None
+            hidden = output[0] if isinstance(output, tuple) else output
+            selection = self._timed(
+                lambda: self.selector.after_layer(layer_number, hidden[0], self._context())
+            )
+            if selection is None:
+                return None
+            keep = selection.keep.to(hidden.device)
+            if selection.replace_index is not None:
+                hidden = hidden.clone()
+                hidden[0, selection.replace_index] = selection.replace_embeds.to(hidden.dtype)
+            if bool(keep.all()):
+                return None
+            idx = torch.nonzero(keep).flatten()
+            hidden = hidden[:, idx]
+            self._cut_cache(kwargs.get("past_key_values"), idx, upto=i)
+            st.local_index = st.local_index[idx]
+            st.index_version += 1
+            st.modality = st.modality[idx]
+            st.original_index = st.original_index[idx]
+            st.position_ids = st.position_ids[:, idx]
+            st.token_time = st.token_time[idx]
+            st.record.events.append((layer_number, int(idx.numel()), selection.label or f"after_layer_{layer_number}"))
+            st.pruned = True
+            if isinstance(output, tuple):
+                return (hidden,) + tuple(output[1:])
+            return hidden
+
+        return post
+
+    def _cut_cache(self, cache, idx: torch.Tensor, upto: int) -> None:
+        """Cut the KV cache of executed layers 0..upto to ``idx`` (scope ``all_executed``)."""
+        if cache is None or self.kv_scope != "all_executed":
+            return
+        for j in range(min(upto + 1, len(cache.layers))):
+            layer = cache.layers[j]
+            keys = getattr(layer, "keys", None)
+            if keys is None or keys.numel() == 0:
+                continue
+            layer.keys = keys.index_select(-2, idx)
+            layer.values = layer.values.index_select(-2, idx)
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length = layer.keys.shape[-2]
+
+    # -- Qwen3 DeepStack ----------------------------------------------------------------------------
+    def _deepstack_process(self, hidden_states, visual_pos_masks, visual_embeds):
+        st = self._state
+        if st.prefill and st.local_index is not None and st.local_index.shape[0] != st.llm_length:
+            visual_local = visual_pos_masks[0]  # visual flags over the text-model input
+            visual_ordinal = torch.cumsum(visual_local.long(), 0) - 1
+            kept_visual = visual_local[st.local_index]
+            visual_embeds = visual_embeds[visual_ordinal[st.local_index][kept_visual]]
+            visual_pos_masks = kept_visual.unsqueeze(0)
+        return self._orig_deepstack(hidden_states, visual_pos_masks, visual_embeds)
+
+    # -- records --------------------------------------------------------------------------------------
+    def pop_records(self) -> list[PrefillRecord]:
+        recs, self.records = self.records, []
+        return recs

@@ -1,0 +1,1 @@
+"""Model loading, tiny checkpoints and adapters."""
