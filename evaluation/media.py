@@ -13,26 +13,29 @@ from pathlib import Path
 
 import av
 
-PERSONA_SYSTEM_PROMPT = (
-    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory and "
-    "visual inputs, as well as generating text and speech. Please analyze the video carefully and select the most "
-    "appropriate answer from the given options."
-)
-
-
 class MediaError(RuntimeError):
     """A sample whose media cannot be used (missing, unreadable, no video stream)."""
 
 
 @dataclass
 class MediaSettings:
+    """Per-task loader settings (``evaluation.benchmarks.media_settings`` builds them from config)."""
+
     fps: float = 2.0
     max_frames: int = 768
-    min_pixels: int = 128  # in merged tokens (x factor^2)
-    max_pixels: int = 144
-    total_pixels: int = 24576
-    system_prompt: str = "persona"  # persona | empty
+    min_pixels: int = 128 * 28 * 28  # per frame, in pixels
+    max_pixels: int = 144 * 28 * 28
+    total_pixels: int = 24576 * 28 * 28
+    resize_factor: int = 28  # 28 Qwen2.5-Omni, 32 Qwen3-Omni
+    system_text: str = ""
     video_reader: str = "decord"  # qwen-omni-utils backend (its torchvision reader is broken on tv 0.28)
+
+    @classmethod
+    def defaults(cls, family: str, system_text: str = "") -> "MediaSettings":
+        """Upstream wrapper defaults (seats-reference 14.2) for the lmms-eval CLI path."""
+        f = 32 if family == "qwen3_omni" else 28
+        return cls(min_pixels=128 * f * f, max_pixels=144 * f * f, total_pixels=24576 * f * f, resize_factor=f,
+                   system_text=system_text)
 
 
 def probe(path: str | Path) -> bool:
@@ -50,32 +53,24 @@ def probe(path: str | Path) -> bool:
     return "audio" in kinds
 
 
-def system_text(settings: MediaSettings) -> str:
-    if settings.system_prompt == "persona":
-        return PERSONA_SYSTEM_PROMPT
-    if settings.system_prompt == "empty":
-        return ""
-    raise ValueError(f"system_prompt={settings.system_prompt!r}; allowed: persona, empty")
-
-
 def build_inputs(processor, family: str, video_path: str | Path, prompt: str, settings: MediaSettings):
     """Return (processor outputs as tensors, use_audio_in_video) for one request."""
     from qwen_omni_utils.v2_5 import process_mm_info, vision_process
 
     has_audio = probe(video_path)
     vision_process.FORCE_QWENVL_VIDEO_READER = settings.video_reader
-    factor = 32 if family == "qwen3_omni" else 28
+    factor = settings.resize_factor
     video_item = {
         "type": "video",
         "video": str(video_path),
         "fps": settings.fps,
         "max_frames": settings.max_frames,
-        "min_pixels": settings.min_pixels * factor * factor,
-        "max_pixels": settings.max_pixels * factor * factor,
-        "total_pixels": settings.total_pixels * factor * factor,
+        "min_pixels": settings.min_pixels,
+        "max_pixels": settings.max_pixels,
+        "total_pixels": settings.total_pixels,
     }
     conversation = [
-        {"role": "system", "content": [{"type": "text", "text": system_text(settings)}]},
+        {"role": "system", "content": [{"type": "text", "text": settings.system_text}]},
         {"role": "user", "content": [video_item, {"type": "text", "text": prompt}]},
     ]
     text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)

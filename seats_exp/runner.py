@@ -1,0 +1,206 @@
+"""One run, linearly: validate -> data -> model -> selector -> engine -> lmms-eval -> record.
+
+Each step logs one line.  ``run`` returns the result dict (its ``accuracy`` is what a Hydra sweeper
+optimises).  Nothing here knows a method's logic or a benchmark's parsing.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from seats_exp.config import RunConfig, build_selector_for, model_info
+from seats_exp.store import RunStore
+
+log = logging.getLogger("seats_exp")
+
+_VERSIONED = ("torch", "transformers", "lmms_eval", "hydra-core", "wandb", "seats-exp")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def prepare_data(rc: RunConfig) -> None:
+    """Generate the synthetic set on first use (under its configured root)."""
+    for task in rc.benchmark.tasks:
+        if task.synthetic:
+            from evaluation.synthetic import ensure
+
+            ensure(task.video_root, **task.synthetic)
+
+
+def load(rc: RunConfig):
+    from seats_exp.models.loading import load_model
+
+    m = rc.model
+    return load_model(m.checkpoint, family=m.family, dtype=m.dtype, attn_implementation=m.attn_implementation,
+                      device=m.device, tiny=m.tiny, seed=0)
+
+
+def attach_engine(loaded, selector, kv_scope: str, seed: int):
+    from seats_exp.engine import Engine
+    from seats_exp.stats import EncoderStatsCollector
+
+    stats = EncoderStatsCollector(loaded.adapter, selector.needs, selector.stats_request) if selector.needs else None
+    return Engine(loaded.thinker, loaded.adapter, selector, kv_scope=kv_scope, seed=seed, stats=stats).attach()
+
+
+def build_runtime_from_args(*, pretrained: str, family: str, method: str, video_ratio: float, audio_ratio: float,
+                            attn_implementation: str, dtype: str, device: str, kv_scope: str, seed: int, fps: float,
+                            max_frames: int, method_params: dict):
+    """The lmms-eval CLI path (``--model seats_omni --model_args ...``): same loader, same engine."""
+    from evaluation.lmms_model import Runtime
+    from methods import ModelInfo, build_selector
+    from seats_exp.models.loading import load_model
+
+    loaded = load_model(pretrained, family=family, dtype=dtype, attn_implementation=attn_implementation, device=device)
+    info = ModelInfo(variant=Path(pretrained).name.lower().replace("-", "_").replace(".", "_"), family=family,
+                     num_layers=loaded.adapter.num_layers, audio_tokens_per_second=loaded.adapter.audio_tokens_per_second)
+    selector = build_selector(method, method_params, video_ratio, audio_ratio, info)
+    engine = attach_engine(loaded, selector, kv_scope, seed)
+    return Runtime(model=loaded, engine=engine, dims=loaded.adapter.dims(), seed=seed, family=family)
+
+
+def _task_results(samples: list[dict]) -> list[dict]:
+    """Per-sample dicts returned by the task's process_results, from lmms-eval's logged samples."""
+    out = []
+    for s in samples:
+        for value in s.values():
+            if isinstance(value, dict) and "score" in value and "sample_id" in value:
+                out.append(value)
+                break
+    return out
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def cost_summary(records: list[dict]) -> dict[str, Any]:
+    ok = [r for r in records if not r.get("error") and r.get("prefill_flops") is not None]
+    if not ok:
+        return {}
+    n_layers = len(ok[0]["layer_lengths"])
+    out = {
+        "prefill_tflops": _mean(r["prefill_flops"] / 1e12 for r in ok),
+        "prefill_tflops_full": _mean(r["prefill_flops_full"] / 1e12 for r in ok),
+        "input_tokens": _mean(r["input_tokens"] for r in ok),
+        "llm_input_tokens": _mean(r["llm_input_tokens"] for r in ok),
+        "tokens_per_layer": [_mean(r["layer_lengths"][i] for r in ok) for i in range(n_layers)],
+        "video_tokens_per_layer": [_mean(r["kept_video"][i] for r in ok) for i in range(n_layers)],
+        "audio_tokens_per_layer": [_mean(r["kept_audio"][i] for r in ok) for i in range(n_layers)],
+        "time_encoders_s": _mean(r.get("time_encoders") for r in ok),
+        "time_selection_s": _mean(r.get("time_selection") for r in ok),
+        "time_llm_prefill_s": _mean(r.get("time_llm_prefill") for r in ok),
+        "peak_memory_gb": _mean((r["peak_memory_bytes"] or 0) / 2**30 for r in ok) if ok[0].get("peak_memory_bytes") else None,
+    }
+    out["flops_ratio"] = out["prefill_tflops_full"] / out["prefill_tflops"] if out["prefill_tflops"] else None
+    fid = [r["fidelity"] for r in ok if r.get("fidelity")]
+    if fid:
+        out["fidelity_top1_agreement"] = _mean(float(f["top1_agree"]) for f in fid)
+        out["fidelity_kl"] = _mean(f["kl"] for f in fid)
+    return out
+
+
+def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    from evaluation import benchmarks
+    from evaluation.lmms_model import Runtime, SeatsOmni
+
+    started = time.time()
+    store = RunStore(run_dir)
+    store.write_config(config_yaml)
+    log.info("run folder: %s", store.dir)
+
+    prepare_data(rc)
+    task_dir = store.dir / "tasks"
+    task_settings = {t.key: {k: v for k, v in vars(t).items() if k != "key"} for t in rc.benchmark.tasks}
+    task_names = benchmarks.materialize(task_settings, task_dir, limit=rc.benchmark.limit,
+                                        sample_ids=rc.benchmark.sample_ids, scoring=rc.benchmark.scoring,
+                                        seed=rc.benchmark.seed)
+    log.info("tasks: %s", ", ".join(task_names))
+
+    selector = build_selector_for(rc)
+    log.info("method: %s (video %.3f, audio %.3f)", rc.method.name, rc.schedule.video, rc.schedule.audio)
+    loaded = load(rc)
+    engine = attach_engine(loaded, selector, rc.kv_scope, rc.seed)
+
+    media = {name: benchmarks.media_settings(task_settings[t.key], rc.model.family)
+             for name, t in zip(task_names, rc.benchmark.tasks)}
+    done = {(r["task"], int(r["doc_id"])): r["answer"] for r in store.iter_samples() if r.get("answer") is not None}
+    if done:
+        log.info("resuming: %d samples already in samples.jsonl", len(done))
+    runtime = Runtime(model=loaded, engine=engine, dims=loaded.adapter.dims(), task_settings=media, seed=rc.seed,
+                      sink=store.append_sample, done=done, fidelity=rc.fidelity, progress=rc.progress,
+                      family=rc.model.family)
+    lm = SeatsOmni(runtime=runtime)
+    gen_kwargs = f"max_new_tokens={rc.max_new_tokens_override}" if rc.max_new_tokens_override else None
+    try:
+        results = simple_evaluate(model=lm, tasks=task_names, task_manager=TaskManager(include_path=str(task_dir)),
+                                  batch_size=1, log_samples=True, gen_kwargs=gen_kwargs, random_seed=rc.seed,
+                                  numpy_random_seed=rc.seed, torch_random_seed=rc.seed, verbosity="WARNING")
+    finally:
+        engine.detach()
+
+    records = {}
+    for r in store.iter_samples():
+        records[(r["task"], r["doc_id"])] = r  # last record of a sample wins (resume)
+    per_task = {}
+    for name, t in zip(task_names, rc.benchmark.tasks):
+        summary = benchmarks.summarize(t.task, _task_results(results["samples"].get(name, [])))
+        task_records = [r for (task, _), r in records.items() if task == name]
+        summary["cost"] = cost_summary(task_records)
+        per_task[t.key] = summary
+    accs = [s["accuracy"] for s in per_task.values() if s.get("accuracy") is not None]
+    all_records = list(records.values())
+    result = {
+        "run_name": rc.run_name,
+        "model": rc.model.name, "method": rc.method.name, "schedule": rc.schedule.name,
+        "benchmark": rc.benchmark.name,
+        "ratios": {"video": rc.schedule.video, "audio": rc.schedule.audio},
+        "method_settings": selector.describe(),
+        "accuracy": sum(accs) / len(accs) if accs else None,
+        "n_samples": sum(s["n_samples"] for s in per_task.values()),
+        "n_errors": sum(s["n_errors"] for s in per_task.values()),
+        "tasks": per_task,
+        "cost": cost_summary(all_records),
+        "seed": rc.seed, "scoring": rc.benchmark.scoring, "scoring_seed": rc.benchmark.seed,
+        "kv_scope": rc.kv_scope,
+        "wall_time_s": time.time() - started,
+        "versions": package_versions(), "git_commit": git_commit(),
+        "run_dir": str(store.dir),
+    }
+    store.write_result(result)
+    if rc.logger.name == "wandb":
+        from seats_exp.tracking import log_run
+
+        log_run(rc, result, all_records, store.dir)
+    return result
