@@ -132,6 +132,8 @@ class Engine:
         self._hook_layers: set[int] = set()
         self._state = _CallState()
         self._orig_deepstack = None
+        self._pending_clock: _Clock | None = None
+        self._pending_grid: torch.Tensor | None = None
         self.records: list[PrefillRecord] = []
         self.sample_seed: int | None = None
 
@@ -148,6 +150,9 @@ class Engine:
         self._handles.append(self.thinker.register_forward_pre_hook(self._on_thinker_start, with_kwargs=True))
         self._handles.append(self.thinker.register_forward_hook(self._on_thinker_end, with_kwargs=True))
         self._handles.append(lm.register_forward_pre_hook(self._on_llm_start, with_kwargs=True))
+        # generate() may run the encoders before the prefill forward: start the clock there.
+        for encoder in (self.adapter.vision_encoder, self.adapter.audio_encoder):
+            self._handles.append(encoder.register_forward_pre_hook(self._on_encoder_start, with_kwargs=True))
         for i, layer in enumerate(self.adapter.layers):
             self._handles.append(layer.register_forward_pre_hook(self._make_layer_pre(i), with_kwargs=True))
             self._handles.append(layer.register_forward_hook(self._make_layer_post(i), with_kwargs=True))
@@ -176,6 +181,19 @@ class Engine:
         self.detach()
 
     # -- thinker -------------------------------------------------------------------------------
+    def _on_encoder_start(self, module, args, kwargs):
+        if module is self.adapter.vision_encoder:
+            # the prefill forward may receive precomputed encoder outputs without video_grid_thw
+            grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+            if grid is not None:
+                self._pending_grid = grid
+        if not self._state.prefill and self._pending_clock is None:
+            device = next(module.parameters()).device
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            self._pending_clock = _Clock(device)
+            self._pending_clock.mark("start")
+
     def _on_thinker_start(self, module, args, kwargs):
         cache = kwargs.get("past_key_values")
         input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -196,15 +214,19 @@ class Engine:
         st.prefill = True
         st.input_ids = input_ids[0]
         st.video_grid_thw = kwargs.get("video_grid_thw")
+        if st.video_grid_thw is None:
+            st.video_grid_thw = self._pending_grid
+        self._pending_grid = None
         spg = kwargs.get("video_second_per_grid")
         st.seconds_per_grid = float(spg.reshape(-1)[0]) if spg is not None and spg.numel() else 1.0
-        st.clock = _Clock(input_ids.device)
         st.record.input_length = int(input_ids.shape[1])
-        if st.clock.cuda:
-            torch.cuda.reset_peak_memory_stats()
-        st.clock.mark("start")
-        if self.stats is not None:
-            self.stats.reset()
+        if self._pending_clock is not None:  # encoders already ran inside generate()
+            st.clock, self._pending_clock = self._pending_clock, None
+        else:
+            st.clock = _Clock(input_ids.device)
+            if st.clock.cuda:
+                torch.cuda.reset_peak_memory_stats()
+            st.clock.mark("start")
         return None
 
     def _on_thinker_end(self, module, args, kwargs, output):
@@ -225,6 +247,8 @@ class Engine:
         rec.final_length = rec.layer_lengths[-1] if rec.layer_lengths else rec.llm_input_length
         self.records.append(rec)
         st.prefill = False
+        if self.stats is not None:
+            self.stats.reset()  # consumed: the next sample starts without statistics
         return None
 
     def selector_decode_step(self) -> None:

@@ -102,10 +102,11 @@ class SelectionContext:
     stats: EncoderStats = field(default_factory=EncoderStats)
     embeds: torch.Tensor | None = None  # [S_cur, D] LLM input embeddings (before_llm only)
     generator: torch.Generator | None = None  # seeded per sample by the engine
-    # Scores every current token by the head-mean softmax attention of the last text token,
-    # using decoder module ``module_index`` (0-based) applied to ``hidden`` [S_cur, D]
-    # (seats-reference section 9.1).  Provided by the engine.
-    score_last_text: Callable[[int, torch.Tensor], torch.Tensor] | None = None
+    # score_last_text(module_index, hidden, score_dtype=None) -> [S_cur]: every current token scored
+    # by the head-mean softmax attention of the last text token, using decoder module
+    # ``module_index`` (0-based) applied to ``hidden`` [S_cur, D] with the current rotary tables
+    # (seats-reference section 9.1); scores in the model dtype unless ``score_dtype`` is given.
+    score_last_text: Callable[..., torch.Tensor] | None = None
     scratch: dict = field(default_factory=dict)  # per-call scratch space for a selector
 
     # -- conveniences -------------------------------------------------------------------------
