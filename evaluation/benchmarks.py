@@ -30,7 +30,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
@@ -420,6 +420,8 @@ def materialize(tasks: Mapping[str, Mapping], out_dir: str | os.PathLike, *, lim
         wanted = _ids_for(sample_ids, key, template)
         docs: list[dict] = []
         for row_index, row in enumerate(rows):
+            if limit is not None and len(docs) >= int(limit):
+                break
             sid_value = row.get(spec.id_field) if spec.id_field else None
             sid = str(row_index) if sid_value is None else str(sid_value)
             if wanted is not None and sid not in wanted:
@@ -432,8 +434,6 @@ def materialize(tasks: Mapping[str, Mapping], out_dir: str | os.PathLike, *, lim
             doc = dict(row)
             doc.update(_video_path=video_path, _sample_id=sid, _task_key=key, _row=row_index)
             docs.append(doc)
-            if limit is not None and len(docs) >= int(limit):
-                break
         if not docs:
             why = "after the sample_ids/limit filter" if (wanted is not None or limit is not None) else "in the file"
             raise ValueError(f"benchmark.tasks.{key}: no samples left {why} ({ann})")

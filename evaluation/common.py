@@ -128,7 +128,7 @@ def _split_on_letter_markers(text: str) -> list[str] | None:
         return None
     bounds = pieces + [len(text)]
     out = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         item = text[a:b].strip().strip(",").strip().strip("'\"").strip().rstrip("]").strip()
         item = item.strip(",").strip().strip("'\"").strip()
         out.append(item)
@@ -150,13 +150,16 @@ def parse_options(value: Any) -> list[str]:
     text = str(value).replace("\u00a0", " ").strip()
     if not text:
         return []
-    candidates = [text]
+    # Python would silently concatenate adjacent string literals ('a' 'b' -> 'ab'), so the
+    # missing-comma fixes are tried before the raw text.
     fixed = re.sub(r"(['\"])\s+(['\"])", r"\1, \2", text)  # 'a' 'b' -> 'a', 'b'
     fixed = re.sub(r",(\s*,)+", ",", fixed)  # ,, -> ,
-    candidates.append(fixed)
-    # 'a''b' (no space) between two items -> 'a', 'b'
-    candidates.append(re.sub(r"(?<=[^\[\s,(])(['\"])\1(?=[^\]\s,)])", r"\1, \1", fixed))
-    candidates.append(re.sub(r"(['\"])\1+", r"\1", fixed))  # ''a'' -> 'a'
+    candidates = [
+        re.sub(r"(?<=[^\[\s,(])(['\"])\1(?=[^\]\s,)])", r"\1, \1", fixed),  # 'a''b' -> 'a', 'b'
+        fixed,
+        text,
+        re.sub(r"(['\"])\1+", r"\1", fixed),  # ''a'' -> 'a'
+    ]
     for cand in candidates:
         parsed = _literal_list(cand)
         if parsed is not None:

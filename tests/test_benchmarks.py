@@ -119,6 +119,7 @@ def test_load_errors_name_the_file(tmp_path):
 @pytest.mark.parametrize("raw, expected", [
     (["A. x ", " B. y"], ["A. x", "B. y"]),
     ("['A. x', 'B. y']", ["A. x", "B. y"]),
+    ("[' A. x', 'B. y ']", ["A. x", "B. y"]),                            # items are stripped
     ("['A. x' 'B. y', 'C. z']", ["A. x", "B. y", "C. z"]),            # missing comma
     ("['A. x',, 'B. y']", ["A. x", "B. y"]),                            # repeated comma
     ("['A.\u00a0x'  'B. y']", ["A. x", "B. y"]),                         # nbsp + missing comma
@@ -149,7 +150,8 @@ def test_prompts_verbatim(data):
         "Select the single most accurate answer from the given choices.\n"
         "Question: Which event happens first?\n"
         "Choices: A. The referee speaks\nB. The crowd cheers\nC. The ball is thrown\nD. Music starts\n"
-        "Your answer should be a capital letter representing your choice: A, B, C, or D. Don't generate any other text.\n")
+        "Your answer should be a capital letter representing your choice: A, B, C, or D. "
+        "Don't generate any other text.\n")
     assert utils_of("worldsense").doc_to_text(d["worldsense"].rows[1]) == (
         "Where is the speaker standing?\nOptions:\nA. On a stage\nB. In a kitchen\nC. Outdoors\nD. In a car\n"
         "Answer with the option's letter from the given choices directly.")
@@ -217,7 +219,7 @@ FAITHFUL = {
                        "best_option": "C"},
     "videomme": {"letter": "B", "phrase": "B", "based": "B", "paren": "C", "lower": "", "empty": "",
                  "long": "", "letter_text": "B", "reasoning": "D", "text_only": "A", "answer_colon": "A",
-                 "best_option": "C"},
+                 "best_option": "A"},  # the phrase rule takes the latest letter after "best option is"
     "lvomnibench": {"letter": "B", "phrase": "B", "based": "B", "paren": "C", "lower": "", "empty": "",
                     "long": "", "letter_text": "B", "reasoning": "D", "text_only": "A", "answer_colon": "A",
                     "best_option": "C"},
@@ -249,7 +251,8 @@ def test_parsing_table(data, template, scoring, table):
             continue
         got[key], want[key] = rec["pred"], expected
         assert rec["fallback"] != "random", (key, rec)
-        assert rec["score"] == int(rec["pred"] == rec["answer"] or (template == "videomme" and rec["pred"].lower() == rec["answer"].lower()))
+        same = rec["pred"].lower() == rec["answer"].lower() if template == "videomme" else rec["pred"] == rec["answer"]
+        assert rec["score"] == int(same)
     assert got == want
 
 
@@ -294,6 +297,7 @@ MCQ_CORPUS = [
     "Answer: C", "C:", "D)", "Option A or B?", "It is not A. The answer is C.", "I choose D",
     "My answer is: A", "答案是C", "\"B\"", "'A'.", "A, B or C", "none of them", "ABCD", "The best answer is:  D.",
     "In the video (A) appears before (B).", "The correct choice is B, not D.", "Candles.", "Duck",
+    "xBAx xABx",  # only the last-occurrence fallback applies
 ]
 
 
@@ -326,14 +330,16 @@ def test_robust_extractor(reply, letters, options, expected):
 def test_robust_fallback_is_per_question(data):
     u = utils_of("dailyomni")
     docs = [dict(r, _sample_id=str(r["question_id"])) for r in data["dailyomni"].rows]
-    fwd = {d["_sample_id"]: record("dailyomni", d, "hmm", "robust", seed=3, bound=u.bind("robust", 3))["pred"] for d in docs}
+    bound = u.bind("robust", 3)
+    fwd = {d["_sample_id"]: record("dailyomni", d, "hmm", bound=bound)["pred"] for d in docs}
     bound = u.bind("robust", 3)
     rev = {d["_sample_id"]: record("dailyomni", d, "hmm", bound=bound)["pred"] for d in reversed(docs)}
     assert fwd == rev
     assert fwd == {sid: C.seeded_choice(3, sid, list("ABCD")) for sid in fwd}
-    other = {d["_sample_id"]: C.seeded_choice(4, d["_sample_id"], list("ABCD")) for d in docs}
-    seeds_matter = any(C.seeded_choice(s, "101", list("ABCD")) != fwd["101"] for s in range(4, 40))
-    assert seeds_matter and other  # a different seed gives different fallbacks
+    assert all(r["fallback"] == "random" for r in [record("dailyomni", docs[0], "hmm", "robust", 3)])
+    # the sample id and the seed matter
+    assert len({C.seeded_choice(3, str(i), list("ABCD")) for i in range(40)}) > 1
+    assert any(C.seeded_choice(s, "101", list("ABCD")) != fwd["101"] for s in range(4, 40))
 
 
 def test_answer_normalisation_robust():
@@ -504,10 +510,11 @@ def test_lmms_eval_loads_materialized_tasks(task_dict, data):
         docs = list(task.test_docs())
         assert len(docs) == len(data[key].rows)
         u = utils_of(key)
-        for doc, raw in zip(docs, data[key].rows):
+        target = {"dailyomni": "Answer", "omnivideobench": "correct_option"}.get(key, "answer")
+        for doc, raw in zip(docs, data[key].rows, strict=True):
             assert task.doc_to_text(doc) == u.doc_to_text(raw)  # prompt survives the jsonl round trip
             assert task.doc_to_visual(doc) == [doc["_video_path"]]
-            assert task.doc_to_target(doc) == str(raw[{"dailyomni": "Answer", "omnivideobench": "correct_option"}.get(key, "answer")]).strip()
+            assert task.doc_to_target(doc) == str(raw[target]).strip()
         assert task.config.generation_kwargs["max_new_tokens"] == 32
         assert task.config.metadata["seats"]["task_key"] == key
 
@@ -518,8 +525,8 @@ def test_lmms_eval_scoring_through_task_object(task_dict, data):
     # lmms-eval strips replies before process_results; the error marker survives that
     recs = [task.process_results(d, [r])[C.METRIC_NAME] for d, r in zip(docs, [
         " B ", "The crowd cheers", "(A)", "  " + C.make_error("missing video file")])]
-    assert [r["pred"] for r in recs[:3]] == ["B", "C" if False else recs[1]["pred"], "A"]
-    assert recs[1]["fallback"] == "random" and recs[1]["pred"] == random.Random(7).choice(list("ABCD"))
+    assert (recs[0]["pred"], recs[2]["pred"]) == ("B", "A")
+    assert recs[1]["fallback"] == "random" and recs[1]["pred"] in list("ABCD")
     assert recs[3]["score"] is None and recs[3]["error"] == "missing video file"
     agg = task.aggregation()[C.METRIC_NAME]
     assert agg(recs) == pytest.approx(100.0 * (1 + (recs[1]["pred"] == "A") + 1) / 3)
@@ -528,7 +535,8 @@ def test_lmms_eval_scoring_through_task_object(task_dict, data):
     assert wrld.process_results(wdoc, ["The answer is B"])[C.METRIC_NAME]["pred"] == "T"
     mme = task_dict["seats_videomme"]
     mdoc = list(mme.test_docs())[1]
-    assert mme.doc_to_text(mdoc).endswith("D. It is a trailer.\n\nAnswer with the option's letter from the given choices directly.")
+    assert mme.doc_to_text(mdoc).endswith(
+        "D. It is a trailer.\n\nAnswer with the option's letter from the given choices directly.")
     assert mme.config.generation_kwargs["do_sample"] is False
 
 
@@ -564,11 +572,27 @@ def test_sample_ids_and_limit(data, tmp_path, hf_cache):
     assert [d["_sample_id"] for d in lv] == ["lv-3"]
     with pytest.raises(ValueError, match="benchmark.tasks.videomme: no samples left"):
         B.materialize({"videomme": fx.settings()}, out, sample_ids=["nope"])
+    with pytest.raises(ValueError, match="benchmark.tasks.videomme: no samples left"):
+        B.materialize({"videomme": fx.settings()}, out, limit=0)
+
+
+def test_rematerialize_same_folder_is_not_stale(data, tmp_path, hf_cache):
+    from lmms_eval.tasks import TaskManager, get_task_dict
+
+    fx = data["videomme"]
+    out = tmp_path / "t"
+    seen = []
+    for ids in (None, ["602-1"]):
+        names = B.materialize({"videomme": fx.settings()}, out, sample_ids=ids)
+        td = get_task_dict(names, TaskManager(include_path=str(out), include_defaults=False))
+        seen.append([d["_sample_id"] for d in td["seats_videomme"].test_docs()])
+    assert seen == [["001-1", "001-2", "301-1", "601-1", "602-1"], ["602-1"]]
 
 
 def test_missing_annotation_or_video_root_is_a_clear_error(data, tmp_path):
     fx = data["dailyomni"]
-    with pytest.raises(B.BenchmarkDataError, match=r"benchmark\.tasks\.dailyomni\.annotations: annotation file not found"):
+    msg = r"benchmark\.tasks\.dailyomni\.annotations: annotation file not found"
+    with pytest.raises(B.BenchmarkDataError, match=msg):
         B.materialize({"dailyomni": fx.settings(annotations=str(tmp_path / "missing.json"))}, tmp_path / "o")
     with pytest.raises(FileNotFoundError, match=r"benchmark\.tasks\.mine\.video_root"):
         B.materialize({"mine": fx.settings(video_root=str(tmp_path / "nowhere"))}, tmp_path / "o")
@@ -601,7 +625,6 @@ def test_media_settings():
         B.media_settings(s, "llava")
 
 
-@pytest.mark.slow
 def test_no_clash_with_builtin_lmms_tasks(materialized):
     from lmms_eval.tasks import TaskManager
 
