@@ -101,6 +101,7 @@ class _CallState:
         self.index_version: int = 0
         self.current_cos_sin: tuple | None = None
         self.executed: int = 0
+        self.decode_step: int = 0
         self.prefill = False
         self.pruned = False
         self.clock: _Clock | None = None
@@ -130,6 +131,7 @@ class Engine:
         self.stats = stats  # seats_exp.stats.EncoderStatsCollector or None
         self._handles: list = []
         self._hook_layers: set[int] = set()
+        self._has_decode_hook = False
         self._state = _CallState()
         self._orig_deepstack = None
         self._pending_clock: _Clock | None = None
@@ -143,6 +145,7 @@ class Engine:
             return self
         lm = self.adapter.language_model
         self._hook_layers = {int(x) for x in self.selector.hook_layers(self.adapter.num_layers)}
+        self._has_decode_hook = type(self.selector).on_decode is not BaseSelector.on_decode
         for layer in self._hook_layers:
             if not 1 <= layer <= self.adapter.num_layers:
                 raise ValueError(f"selector {self.selector.name} asks for a hook after layer {layer}, "
@@ -201,8 +204,8 @@ class Engine:
         st = self._state
         if not is_prefill:
             st.prefill = False
-            if st.pruned:
-                self.selector_decode_step()
+            if self._has_decode_hook and st.modality is not None:
+                self._decode_step(cache)
             return None
         if input_ids is None:
             raise ValueError("the token-selection engine needs input_ids at prefill (inputs_embeds alone "
@@ -251,9 +254,36 @@ class Engine:
             self.stats.reset()  # consumed: the next sample starts without statistics
         return None
 
-    def selector_decode_step(self) -> None:
-        # Decode-time KV selection (DyCoke-style) is routed here; no shipped selector uses it yet.
-        return None
+    def _decode_step(self, cache) -> None:
+        """Offer the selector a decode-time cut of the cached tokens (DyCoke-style KV pruning)."""
+        st = self._state
+        st.decode_step += 1
+        cached = cache.get_seq_length()
+        generated = cached - st.modality.shape[0]
+        if generated < 0:
+            raise ValueError("decode-time KV selection needs every cache layer to hold the same tokens "
+                             "(engine.kv_scope=all_executed)")
+        device = st.modality.device
+        ctx = self._context()
+        ctx.modality = torch.cat([st.modality, torch.full((generated,), TEXT, device=device, dtype=st.modality.dtype)])
+        ctx.original_index = torch.cat([st.original_index, st.record.input_length + torch.arange(generated, device=device)])
+        kv = self.selector.on_decode(st.decode_step, ctx)
+        if kv is None or bool(kv.keep.all()):
+            return
+        keep = kv.keep.to(device)
+        idx = torch.nonzero(keep).flatten()
+        layers = range(len(cache.layers)) if kv.layers is None else kv.layers
+        for j in layers:
+            layer = cache.layers[j]
+            layer.keys = layer.keys.index_select(-2, idx)
+            layer.values = layer.values.index_select(-2, idx)
+        prompt_keep = keep[: st.modality.shape[0]]
+        if kv.layers is None:
+            st.modality = st.modality[prompt_keep]
+            st.original_index = st.original_index[prompt_keep]
+            st.position_ids = st.position_ids[:, prompt_keep]
+            st.token_time = st.token_time[prompt_keep]
+        st.pruned = True
 
     # -- context -------------------------------------------------------------------------------
     def _context(self, embeds: torch.Tensor | None = None) -> SelectionContext:
