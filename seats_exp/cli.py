@@ -46,8 +46,16 @@ def main(cfg: DictConfig) -> float | None:
         return None
     from seats_exp import runner
 
+    from evaluation.benchmarks import BenchmarkDataError
+    from seats_exp.models.loading import ModelLoadError
+
     run_dir = HydraConfig.get().runtime.output_dir
-    result = runner.run(rc, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        result = runner.run(rc, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
+    except (ModelLoadError, BenchmarkDataError) as exc:
+        log.error("%s", exc)
+        print(f"seats-exp: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(_summary_table(result))
     print(f"output folder: {result['run_dir']}")
     return result.get("accuracy")

@@ -163,6 +163,12 @@ def validate(cfg: DictConfig, *, check_data: bool = True) -> RunConfig:
     _choice("model.family", model.family, FAMILIES)
     _choice("model.dtype", model.dtype, DTYPES)
     _choice("model.attn_implementation", model.attn_implementation, ATTN)
+    if mode == "run" and not model.tiny:
+        from seats_exp.models.loading import looks_like_local_path
+
+        if looks_like_local_path(model.checkpoint) and not Path(model.checkpoint).expanduser().is_dir():
+            raise ConfigError(f"model.checkpoint={model.checkpoint!r} does not exist "
+                              "(give a checkpoint folder or a hub id)")
     if model.attn_implementation == "flash_attention_2" and mode == "run":
         try:
             import flash_attn  # noqa: F401

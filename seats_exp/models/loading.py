@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+# config.model_type of a whole Omni checkpoint, or of a Thinker-only one, per family
+_MODEL_TYPES = {
+    "qwen2_5_omni": ("qwen2_5_omni", "qwen2_5_omni_thinker"),
+    "qwen3_omni": ("qwen3_omni_moe", "qwen3_omni_moe_thinker"),
+}
+
+
 class ModelLoadError(RuntimeError):
     pass
 
@@ -59,8 +66,12 @@ def load_model(checkpoint: str, *, family: str, dtype: str = "bfloat16", attn_im
         from transformers import Qwen2_5OmniThinkerForConditionalGeneration as thinker_cls
     try:
         config = AutoConfig.from_pretrained(checkpoint)
-    except OSError as exc:
-        raise ModelLoadError(f"model.checkpoint={checkpoint!r} could not be read: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"model.checkpoint={checkpoint!r} could not be read as a checkpoint: {exc}") from exc
+    expected = _MODEL_TYPES[family]
+    if config.model_type not in expected:
+        raise ModelLoadError(f"model.family={family!r} but model.checkpoint={checkpoint!r} holds a "
+                             f"{config.model_type!r} checkpoint (expected {' or '.join(expected)})")
     thinker_config = getattr(config, "thinker_config", config)
     dev = resolve_device(device)
     thinker = thinker_cls.from_pretrained(
