@@ -102,6 +102,8 @@ class _CallState:
         self.current_cos_sin: tuple | None = None
         self.executed: int = 0
         self.decode_step: int = 0
+        self.deepstack: list | None = None  # Qwen3: visual rows added after modules 0..k-1
+        self.visual_local: torch.Tensor | None = None  # visual flags over the text-model input
         self.prefill = False
         self.pruned = False
         self.clock: _Clock | None = None
@@ -366,6 +368,9 @@ class Engine:
                 kwargs["inputs_embeds"] = embeds
         st.llm_length = int(kwargs["inputs_embeds"].shape[1])
         st.record.llm_input_length = st.llm_length
+        if kwargs.get("deepstack_visual_embeds") is not None and kwargs.get("visual_pos_masks") is not None:
+            st.deepstack = kwargs["deepstack_visual_embeds"]  # rows added after the first decoder modules
+            st.visual_local = kwargs["visual_pos_masks"][0]
         st.local_index = torch.arange(st.llm_length, device=embeds.device)
         return args, kwargs
 
@@ -457,7 +462,7 @@ class Engine:
                 return None
             hidden = output[0] if isinstance(output, tuple) else output
             selection = self._timed(
-                lambda: self.selector.after_layer(layer_number, hidden[0], self._context())
+                lambda: self.selector.after_layer(layer_number, self._with_deepstack(i, hidden[0]), self._context())
             )
             if selection is None:
                 return None
@@ -499,6 +504,21 @@ class Engine:
                 layer.cumulative_length = layer.keys.shape[-2]
 
     # -- Qwen3 DeepStack ----------------------------------------------------------------------------
+    def _with_deepstack(self, module_index: int, hidden: torch.Tensor) -> torch.Tensor:
+        """The output of module ``module_index`` as the next module will see it.
+
+        Qwen3 adds DeepStack visual rows to the output of the first modules *after* the layer's
+        forward hook; upstream scores that sum, so the selector gets it too (the raw output is what
+        gets cut; ``_deepstack_process`` then adds the surviving rows)."""
+        st = self._state
+        if st.deepstack is None or module_index >= len(st.deepstack):
+            return hidden
+        visual = st.visual_local[st.local_index]
+        ordinal = (st.visual_local.long().cumsum(0) - 1)[st.local_index][visual]
+        scored = hidden.clone()
+        scored[visual] = scored[visual] + st.deepstack[module_index][ordinal].to(hidden.dtype)
+        return scored
+
     def _deepstack_process(self, hidden_states, visual_pos_masks, visual_embeds):
         st = self._state
         if st.prefill and st.local_index is not None and st.local_index.shape[0] != st.llm_length:
