@@ -20,6 +20,8 @@ def random_keep_count(ratio: float, total: int) -> int:
     """floor-based count (upstream Random uses floor where SEATS/FastV use round, section 2 item 18)."""
     if total == 0 or ratio >= 1.0:
         return total
+    if ratio <= 0.0:
+        return 0
     return min(total, max(math.floor(ratio * total), 1))
 
 

@@ -153,7 +153,8 @@ class Engine:
                 raise ValueError(f"selector {self.selector.name} asks for a hook after layer {layer}, "
                                  f"outside 1..{self.adapter.num_layers}")
         self._handles.append(self.thinker.register_forward_pre_hook(self._on_thinker_start, with_kwargs=True))
-        self._handles.append(self.thinker.register_forward_hook(self._on_thinker_end, with_kwargs=True))
+        # always_call: also runs when the forward raises, so a failed prefill leaves nothing behind
+        self._handles.append(self.thinker.register_forward_hook(self._on_thinker_end, with_kwargs=True, always_call=True))
         self._handles.append(lm.register_forward_pre_hook(self._on_llm_start, with_kwargs=True))
         # generate() may run the encoders before the prefill forward: start the clock there.
         for encoder in (self.adapter.vision_encoder, self.adapter.audio_encoder):
@@ -191,7 +192,11 @@ class Engine:
             # the prefill forward may receive precomputed encoder outputs without video_grid_thw
             grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
             if grid is not None:
-                self._pending_grid = grid
+                if self._state.prefill:  # encoders running inside the prefill forward
+                    if self._state.video_grid_thw is None:
+                        self._state.video_grid_thw = grid
+                else:  # encoders run by generate() before the prefill forward
+                    self._pending_grid = grid
         if not self._state.prefill and self._pending_clock is None:
             device = next(module.parameters()).device
             if device.type == "cuda":
@@ -238,6 +243,12 @@ class Engine:
         st = self._state
         if not st.prefill:
             return None
+        if output is None:  # the forward raised: drop this prefill's state and statistics
+            st.prefill = False
+            self._pending_clock, self._pending_grid = None, None
+            if self.stats is not None:
+                self.stats.reset()
+            return None
         st.clock.mark("end")
         rec = st.record
         clock = st.clock
@@ -249,7 +260,7 @@ class Engine:
         }
         if clock.cuda:
             rec.peak_memory_bytes = int(torch.cuda.max_memory_allocated())
-        rec.final_length = rec.layer_lengths[-1] if rec.layer_lengths else rec.llm_input_length
+        rec.final_length = int(st.modality.shape[0]) if st.modality is not None else rec.llm_input_length
         self.records.append(rec)
         st.prefill = False
         if self.stats is not None:
@@ -467,11 +478,14 @@ class Engine:
             if selection is None:
                 return None
             keep = selection.keep.to(hidden.device)
-            if selection.replace_index is not None:
+            replaced = selection.replace_index is not None
+            if replaced:
                 hidden = hidden.clone()
-                hidden[0, selection.replace_index] = selection.replace_embeds.to(hidden.dtype)
+                hidden[0, selection.replace_index.to(hidden.device)] = selection.replace_embeds.to(hidden.dtype)
             if bool(keep.all()):
-                return None
+                if not replaced:
+                    return None
+                return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
             idx = torch.nonzero(keep).flatten()
             hidden = hidden[:, idx]
             self._cut_cache(kwargs.get("past_key_values"), idx, upto=i)
