@@ -59,6 +59,8 @@ class Runtime:
     progress: bool = True
     family: str = "qwen2_5_omni"
     on_sample_done: Callable[[], None] | None = None
+    # Data parallel (seats_exp.distributed.Shard): generate only owned docs, take the others from the other ranks.
+    shard: Any = None
 
 
 class SeatsOmni(lmms):
@@ -98,20 +100,32 @@ class SeatsOmni(lmms):
         from tqdm import tqdm
 
         answers = []
+        shard = self.runtime.shard
+        owned: dict[tuple[str, int], str] = {}  # this rank's answers, shared with the other ranks
         bar = tqdm(total=len(requests), desc="samples", disable=not self.runtime.progress)
         for req in requests:
             context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
             key = (task, int(doc_id))
+            if shard is not None and not shard.owns(*key):
+                answers.append(None)  # another rank's document: filled in after the exchange below
+                bar.update(1)
+                continue
             if key in self.runtime.done:
-                answers.append(self.runtime.done[key])
+                owned[key] = self.runtime.done[key]
+                answers.append(owned[key])
                 bar.update(1)
                 continue
             doc = self.task_dict[task][split][doc_id]
-            answers.append(self._answer(context, dict(gen_kwargs or {}), doc_to_visual(doc), int(doc_id), task, doc))
+            owned[key] = self._answer(context, dict(gen_kwargs or {}), doc_to_visual(doc), int(doc_id), task, doc)
+            answers.append(owned[key])
             bar.update(1)
             if self.runtime.on_sample_done is not None:
                 self.runtime.on_sample_done()
         bar.close()
+        if shard is not None:
+            merged = shard.exchange(owned)
+            keys = [(req.args[4], int(req.args[3])) for req in requests]
+            answers = [merged[k] if a is None else a for a, k in zip(answers, keys)]
         return answers
 
     # -- one sample ---------------------------------------------------------------------------------------

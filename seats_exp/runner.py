@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
 import subprocess
 import time
 from importlib import metadata
@@ -129,6 +130,18 @@ def cost_summary(records: list[dict]) -> dict[str, Any]:
 
 
 def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
+    from launchers.resume import finished_result
+    from seats_exp import distributed
+
+    store = RunStore(run_dir)
+    finished = finished_result(store.dir, config_yaml)  # raises when the folder holds another configuration
+    if finished is not None:
+        log.info("skipping %s: finished (result.json with the same configuration), no model work", store.dir)
+        return finished
+    # Data parallel across the job's tasks (one process = world size 1); design in seats_exp/distributed.py.
+    dist_env = distributed.detect()
+    distributed.init(dist_env)
+
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
@@ -136,12 +149,15 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
     from evaluation.lmms_model import Runtime, SeatsOmni
 
     started = time.time()
-    store = RunStore(run_dir)
-    store.write_config(config_yaml)
+    if dist_env.is_main:
+        store.write_config(config_yaml)
     log.info("run folder: %s", store.dir)
 
+    if not dist_env.is_main:
+        distributed.barrier(dist_env)  # rank 0 first: it writes what first use creates (data, tiny model, hub cache)
     prepare_data(rc)
-    task_dir = store.dir / "tasks"
+    # lmms-eval reads the task folder while it runs: other ranks write their own copy.
+    task_dir = store.dir / ("tasks" if dist_env.is_main else f".tasks.rank{dist_env.rank}")
     task_settings = {t.key: {k: v for k, v in vars(t).items() if k != "key"} for t in rc.benchmark.tasks}
     task_names = benchmarks.materialize(task_settings, task_dir, limit=rc.benchmark.limit,
                                         sample_ids=rc.benchmark.sample_ids, scoring=rc.benchmark.scoring,
@@ -151,24 +167,38 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
     selector = build_selector_for(rc)
     log.info("method: %s (video %.3f, audio %.3f)", rc.method.name, rc.schedule.video, rc.schedule.audio)
     loaded = load(rc)
+    if dist_env.is_main:
+        distributed.barrier(dist_env)
     engine = attach_engine(loaded, selector, rc.kv_scope, rc.seed)
 
     media = {name: benchmarks.media_settings(task_settings[t.key], rc.model.family)
              for name, t in zip(task_names, rc.benchmark.tasks)}
-    done = {(r["task"], int(r["doc_id"])): r["answer"] for r in store.iter_samples() if r.get("answer") is not None}
+    done = {(r["task"], int(r["doc_id"])): r["answer"] for r in distributed.iter_run_samples(store.dir)
+            if r.get("answer") is not None}
     if done:
-        log.info("resuming: %d samples already in samples.jsonl", len(done))
+        log.info("resuming: %d samples already recorded, not generated again", len(done))
+    sink = distributed.rank_sink(store.dir, dist_env.rank) if dist_env.enabled else store.append_sample
     runtime = Runtime(model=loaded, engine=engine, dims=loaded.adapter.dims(), task_settings=media, seed=rc.seed,
-                      sink=store.append_sample, done=done, fidelity=rc.fidelity, progress=rc.progress,
-                      family=rc.model.family)
+                      sink=sink, done=done, fidelity=rc.fidelity, progress=rc.progress,
+                      family=rc.model.family, shard=distributed.Shard(dist_env) if dist_env.enabled else None)
     lm = SeatsOmni(runtime=runtime)
     gen_kwargs = f"max_new_tokens={rc.max_new_tokens_override}" if rc.max_new_tokens_override else None
     try:
-        results = simple_evaluate(model=lm, tasks=task_names, task_manager=TaskManager(include_path=str(task_dir)),
-                                  batch_size=1, log_samples=True, gen_kwargs=gen_kwargs, random_seed=rc.seed,
-                                  numpy_random_seed=rc.seed, torch_random_seed=rc.seed, verbosity="WARNING")
+        with distributed.single_process_view():
+            results = simple_evaluate(model=lm, tasks=task_names, task_manager=TaskManager(include_path=str(task_dir)),
+                                      batch_size=1, log_samples=True, gen_kwargs=gen_kwargs, random_seed=rc.seed,
+                                      numpy_random_seed=rc.seed, torch_random_seed=rc.seed, verbosity="WARNING")
     finally:
         engine.detach()
+    if dist_env.enabled:
+        distributed.barrier(dist_env)  # every rank's samples are on disk
+        if not dist_env.is_main:
+            shutil.rmtree(task_dir, ignore_errors=True)
+            distributed.barrier(dist_env)  # rank 0 has written result.json
+            distributed.shutdown(dist_env)
+            return store.read_result()
+    if len(distributed.sample_files(store.dir)) > 1:  # rank files of this run or of an earlier attempt
+        distributed.merge_rank_samples(store.dir)
 
     records = {}
     for r in store.iter_samples():
@@ -197,8 +227,12 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
         "wall_time_s": time.time() - started,
         "versions": package_versions(), "git_commit": git_commit(),
         "run_dir": str(store.dir),
+        "world_size": dist_env.world_size,
     }
     store.write_result(result)
+    if dist_env.enabled:
+        distributed.barrier(dist_env)
+        distributed.shutdown(dist_env)
     if rc.logger.name == "wandb":
         from seats_exp.tracking import log_run
 

@@ -1,0 +1,144 @@
+"""``seats-exp-sweep-list``: the points a sweep would launch, without launching anything.
+
+    seats-exp-sweep-list experiment=paper_qwen2_5_omni_7b
+    seats-exp-sweep-list experiment=paper_qwen2_5_omni_7b method=seats paths.output_root=/scratch/out
+
+Takes the same arguments as ``seats-exp -m`` and expands them exactly as a multirun does: the
+experiment's ``hydra.sweeper.params`` first, then the command-line overrides (which win per key),
+parsed by Hydra's override parser and crossed by the ``BasicSweeper``'s own ``split_arguments``.
+Each point's configuration is then composed the way the launcher composes it, so the folder shown is
+the one the point will write, and its state is read from that folder (``launchers.resume``):
+``new``, ``partial (n samples)``, ``done`` (a relaunch skips it) or ``conflict`` (the folder holds
+another configuration).  Nothing is written: no sweep folder, no ``multirun.yaml``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Point:
+    index: int
+    overrides: list[str]  # this point's task overrides (the sweep's and the command line's)
+    swept: list[str]      # only the overrides of keys the sweep varies
+    run_name: str | None = None  # None: not composed (expand(..., compose=False))
+    folder: Path | None = None
+    state: str = "?"
+    problem: str | None = None  # a configuration error found before launching
+
+
+def _split(args: list[str]) -> tuple[list[str], list[str]]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(args)
+    hydra_args = [a for a, o in zip(args, parsed) if o.is_hydra_override()]
+    task_args = [a for a, o in zip(args, parsed) if not o.is_hydra_override()]
+    return hydra_args, task_args
+
+
+def expand(args: list[str], *, compose_points: bool = True) -> tuple[dict, list[Point]]:
+    """Compose ``args`` like ``seats-exp -m args``; return (sweep info, the points in launch order).
+
+    ``compose_points=False`` only crosses the overrides (no run name, folder or state; Hydra takes a
+    few hundred milliseconds to compose each point)."""
+    from hydra import initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    from launchers.resume import folder_state
+    from seats_exp.cli import CONFIG_DIR
+    from seats_exp.config import ConfigError, validate
+
+    hydra_args, task_args = _split(args)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="cli"):
+        # composed as `-m` composes it (sweep values allowed on the command line)
+        master = GlobalHydra.instance().hydra.compose_config(
+            config_name="config", overrides=hydra_args + task_args, run_mode=RunMode.MULTIRUN,
+            with_log_configuration=False)
+        loader = GlobalHydra.instance().config_loader()
+        params = [f"{k}={v}" for k, v in (master.hydra.sweeper.params or {}).items()]
+        parser = OverridesParser.create(config_loader=loader)
+        parsed = parser.parse_overrides(params + task_args)
+        swept_keys = {o.get_key_element() for o in parsed if o.is_sweep_override()}
+        (batch,) = BasicSweeper.split_arguments(parsed, None)
+
+        points: list[Point] = []
+        sweep_dir = None
+        with open_dict(master.hydra):
+            master.hydra.overrides.hydra = hydra_args  # what load_sweep_config replays before each point
+        for idx, overrides in enumerate(batch):
+            swept = [o for o in overrides if o.split("=", 1)[0] in swept_keys]
+            if not compose_points:
+                points.append(Point(idx, list(overrides), swept))
+                continue
+            cfg = loader.load_sweep_config(master, list(overrides))
+            with open_dict(cfg.hydra.job):
+                cfg.hydra.job.num = idx
+            HydraConfig.instance().set_config(cfg)
+            sweep_dir = Path(cfg.hydra.sweep.dir) if sweep_dir is None else sweep_dir
+            folder = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
+            task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            problem = None
+            try:
+                validate(task_cfg, check_data=False)
+            except ConfigError as exc:
+                problem = str(exc)
+            fs = folder_state(folder, OmegaConf.to_yaml(task_cfg, resolve=True))
+            state = {"partial": f"partial ({fs.n_samples} samples)",
+                     "conflict": f"conflict ({', '.join(fs.differing[:3])})"}.get(fs.state, fs.state)
+            points.append(Point(idx, list(overrides), swept, str(cfg.run_name), folder, state, problem))
+        seen: dict[Path, int] = {}
+        for p in points:
+            if p.folder is not None and p.folder in seen:  # e.g. a swept knob that run_name does not name
+                p.problem = f"same folder as point #{seen[p.folder]}: name the swept key in hydra.sweep.subdir"
+            elif p.folder is not None:
+                seen[p.folder] = p.index
+        info = {
+            "experiment": OmegaConf.select(master, "experiment_name", default=None),
+            "launcher": master.hydra.runtime.choices.get("hydra/launcher"),
+            "sweep_dir": sweep_dir,
+        }
+    return info, points
+
+
+def format_points(info: dict, points: list[Point]) -> str:
+    width = max((len(p.state) for p in points), default=4)
+    header = (f"experiment {info['experiment'] or '-'}: {len(points)} points, launcher {info['launcher']}, "
+              f"folder {info['sweep_dir']}")
+    lines = [header]
+    for p in points:
+        if p.folder is None:
+            where = "-"
+        elif info["sweep_dir"] and p.folder.parent == info["sweep_dir"]:
+            where = p.folder.name
+        else:
+            where = str(p.folder)
+        line = f"#{p.index:<4d} {p.state:<{width}}  {where}  {' '.join(p.swept)}"
+        if p.problem:
+            line += f"  INVALID: {p.problem}"
+        lines.append(line.rstrip())
+    done = sum(p.state == "done" for p in points)
+    lines.append(f"{done} done, {len(points) - done} to run")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__)
+        return 0
+    args = [a for a in args if a not in ("-m", "--multirun")]
+    info, points = expand(args)
+    print(format_points(info, points))
+    return 1 if any(p.problem for p in points) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""Sweeps on a real one-node SLURM cluster brought up on this machine (``launchers/local_slurm.py``):
+the smoke sweep through hydra-submitit-launcher (``hydra/launcher=slurm``, one job per point, one job
+array), and one point as a 2-task job whose ranks srun starts (data parallel through submitit's
+``JobEnvironment``), preempted once and requeued.  The daemons are stopped when the module ends,
+whatever happened.
+
+Skipped on a machine without SLURM/munge or without root; under ``CI=true`` that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import IN_CI, require_tool
+from test_sweeps import answers, cli_env, records, results_by_method, run_cli, seats_exp_cmd, wait_for_records
+
+from launchers import local_slurm
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+REPO = Path(__file__).resolve().parent.parent
+# Sized for the local node: no GPU request, one CPU per task, no memory request.
+LOCAL_NODE = ("hydra/launcher=slurm", f"hydra.launcher.partition={local_slurm.PARTITION}",
+              "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=null",
+              "hydra.launcher.timeout_min=15")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    for tool in local_slurm.REQUIRED_TOOLS:
+        require_tool(tool)
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("the local SLURM cluster needs root under CI=true")
+        pytest.skip("the local SLURM cluster needs root")
+    folder = Path(tempfile.mkdtemp(prefix="seats-exp-slurm-"))
+    started = time.monotonic()
+    try:
+        c = local_slurm.start(folder)
+        print(f"\nlocal SLURM up in {time.monotonic() - started:.1f}s")
+        yield c
+    finally:
+        stopped = local_slurm.stop(folder)
+        assert not any(local_slurm.status(folder).values()), f"daemons still running after stop ({stopped})"
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def slurm_root(cluster, tmp_path_factory):
+    """A paths.root whose synthetic set and tiny checkpoint exist: concurrent jobs then only read them."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from seats_exp.config import validate
+    from seats_exp.models.tiny import build_tiny_checkpoint
+    from seats_exp.runner import prepare_data
+
+    root = tmp_path_factory.mktemp("slurm_runs")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=smoke", f"paths.root={root}"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        rc = validate(cfg, check_data=False)
+    prepare_data(rc)
+    build_tiny_checkpoint(rc.model.family, rc.model.checkpoint)
+    return root
+
+
+@pytest.fixture(scope="module")
+def slurm_sweep(cluster, slurm_root):
+    sweep_dir = slurm_root / "sweep"
+    proc, seconds = run_cli(slurm_root, "-m", "experiment=smoke", *LOCAL_NODE, f"hydra.sweep.dir={sweep_dir}",
+                            env=cluster.client_env(), timeout=420)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    print(f"\nsmoke sweep through SLURM (2 jobs): {seconds:.1f}s")
+    return sweep_dir
+
+
+def test_sweep_runs_through_submitit_slurm(slurm_sweep):
+    runs = results_by_method(slurm_sweep)
+    assert set(runs) == {"full_tokens", "random"}  # both result.json written
+    for run_dir in runs.values():
+        result = json.loads((run_dir / "result.json").read_text())
+        assert result["n_samples"] == 3 and result["n_errors"] == 0
+        assert sorted(r["doc_id"] for r in records(run_dir)) == [0, 1, 2]
+    # one job per point, submitted as one array with the parallelism cap
+    scripts = list((slurm_sweep / ".submitit").glob("*/*_submission.sh"))
+    assert len(scripts) == 1 and "#SBATCH --array=0-1%" in scripts[0].read_text()
+    assert "#SBATCH --partition=local" in scripts[0].read_text()
+    assert len(list((slurm_sweep / ".submitit").glob("*_[01]/*_result.pkl"))) == 2
+
+
+def _squeue(env: dict, *args: str) -> str:
+    return subprocess.run(["squeue", "-h", *args], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=30, check=False).stdout.strip()
+
+
+def test_two_task_job_preempted_resumes_and_matches_one_task(cluster, slurm_root, slurm_sweep):
+    """One point as a job with 2 tasks: srun starts 2 ranks, each generates its half of the samples.
+    The job is preempted (SIGUSR2, as SLURM sends it) after the first sample: the launcher's
+    checkpoint requeues it, the requeued job resumes from the recorded samples, rank 0 scores."""
+    dp_dir = slurm_root / "dp"
+    env = cluster.client_env()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        seats_exp_cmd(slurm_root, "-m", "experiment=smoke", "method=full_tokens", *LOCAL_NODE,
+                      "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={dp_dir}"),
+        cwd=slurm_root, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        wait_for_records(dp_dir, "*/samples.rank0.jsonl", 1, proc)
+        (job_dir,) = [p for p in (dp_dir / ".submitit").iterdir() if p.is_dir()]  # one point: a plain job
+        job_id = job_dir.name
+        subprocess.run(["scancel", "--signal=USR2", job_id], env={**os.environ, **env}, check=True, timeout=30)
+        # SLURM holds a requeued job for a while (BeginTime); release it now.
+        deadline = time.monotonic() + 60
+        while _squeue(env, "-j", job_id, "-o", "%T") != "PENDING" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env={**os.environ, **env},
+                       check=True, timeout=30)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out[-5000:]
+    print(f"\n2-task data-parallel job through SLURM, preempted and requeued once: {time.monotonic() - started:.1f}s")
+
+    logs = "".join(p.read_text() for p in job_dir.glob("*_log.*"))
+    assert "Calling checkpoint method" in logs and f"Requeued job {job_id}" in logs
+    assert "data parallel: rank 0 of 2 (submitit" in logs and "data parallel: rank 1 of 2 (submitit" in logs
+    assert "samples already recorded, not generated again" in logs
+
+    (run_dir,) = results_by_method(dp_dir).values()
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["world_size"] == 2 and result["n_samples"] == 3
+    recs = records(run_dir)
+    assert sorted(r["doc_id"] for r in recs) == [0, 1, 2]  # none generated twice across the requeue
+    assert all(r["rank"] == r["doc_id"] % 2 for r in recs)
+    assert answers(run_dir) == answers(results_by_method(slurm_sweep)["full_tokens"])

@@ -1,0 +1,338 @@
+"""Sweeps at scale, without a cluster: experiment grids and their dry listing, stable run folders,
+skipping finished points, resuming a killed run, and data parallel ranks.
+
+The end-to-end tests run the real ``seats-exp`` command on the tiny random Qwen2.5-Omni and the
+synthetic set (``experiment=smoke``: 3 samples, 4 new tokens).  One module-level sweep (both smoke
+points, Hydra's basic launcher), killed once mid-way and launched again, is also the 1-task
+reference the data-parallel run is compared with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from itertools import product
+from pathlib import Path
+
+import pytest
+
+from launchers import resume
+from seats_exp import distributed
+
+REPO = Path(__file__).resolve().parent.parent
+SEATS_EXP = Path(sys.executable).with_name("seats-exp")
+PAPER_METHODS = ["random", "seats"]
+SCHEDULES = ["r35", "r25", "r15", "r10"]
+BENCHMARKS = ["dailyomni", "worldsense", "omnivideobench", "videomme", "lvomnibench"]
+SMOKE_SAMPLES = 3
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+
+def cli_env(extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "SLURM_", "SUBMITIT_"))}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env.update(extra or {})
+    return env
+
+
+def seats_exp_cmd(root: Path, *args: str) -> list[str]:
+    return [str(SEATS_EXP), *args, f"paths.root={root}", "eval.progress=false"]
+
+
+def run_cli(root: Path, *args: str, env: dict | None = None, timeout: int = 300) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    proc = subprocess.run(seats_exp_cmd(root, *args), cwd=root, env=cli_env(env), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    return proc, time.monotonic() - started
+
+
+def records_of(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def records(run_dir: Path) -> list[dict]:
+    """The complete records of a run folder's samples.jsonl (a line cut short by a kill is not one)."""
+    return records_of(run_dir / "samples.jsonl")
+
+
+def answers(run_dir: Path) -> dict[tuple[str, int], str]:
+    return {(r["task"], r["doc_id"]): r["answer"] for r in records(run_dir)}
+
+
+def results_by_method(sweep_dir: Path) -> dict[str, Path]:
+    return {json.loads(p.read_text())["method"]: p.parent for p in sweep_dir.glob("*/result.json")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- experiment grids and listing (compose only) ------------------------------------------------------
+
+def test_experiment_files_are_global_and_named():
+    for path in sorted((REPO / "conf" / "experiment").glob("*.yaml")):
+        text = path.read_text()
+        assert text.startswith("# @package _global_"), path.name
+        assert "\nexperiment_name: " in text, path.name
+
+
+@pytest.mark.parametrize("name, model, methods, schedules", [
+    ("paper_qwen2_5_omni_7b", "qwen2_5_omni_7b", PAPER_METHODS, SCHEDULES),
+    ("paper_qwen3_omni_30b_a3b", "qwen3_omni_30b_a3b", PAPER_METHODS, SCHEDULES),
+    ("paper_qwen2_5_omni_7b_full", "qwen2_5_omni_7b", ["full_tokens"], ["full"]),
+    ("paper_qwen3_omni_30b_a3b_full", "qwen3_omni_30b_a3b", ["full_tokens"], ["full"]),
+])
+def test_paper_grid_points(name, model, methods, schedules, tmp_path):
+    from launchers.list_points import expand
+
+    # the whole grid, crossed exactly as a multirun crosses it
+    _, grid = expand([f"experiment={name}", f"paths.root={tmp_path}"], compose_points=False)
+    cells = [tuple(o.split("=", 1)[1] for o in sorted(p.swept, key=lambda o: ("method", "schedule", "benchmark").index(o.split("=")[0])))
+             for p in grid]
+    if len(methods) == 1:  # method and schedule are fixed by the file, only benchmarks are swept
+        cells = [(methods[0], schedules[0], *c) for c in cells]
+    assert sorted(cells) == sorted(product(methods, schedules, BENCHMARKS))
+
+    # one row composed like the launcher composes it: run names, folders, validation
+    info, row = expand([f"experiment={name}", f"paths.root={tmp_path}", f"method={methods[-1]}", "benchmark=worldsense"])
+    assert info["experiment"] == name.removesuffix("_full")  # the _full row belongs to the same study
+    assert [p.run_name for p in row] == [f"{model}.{methods[-1]}.{s}.worldsense" for s in schedules]
+    assert len({p.folder for p in row}) == len(row)
+    assert all(p.problem is None for p in row), [p.problem for p in row if p.problem]
+    assert all(p.state == "new" for p in row)
+
+
+def test_experiment_folders_are_stable(tmp_path):
+    """No timestamp in a sweep point's folder: a relaunch finds it again.  Needs the experiment to
+    override conf/config.yaml's hydra.sweep (experiment listed after _self_ in its defaults)."""
+    from launchers.list_points import expand
+
+    for name in ("smoke", "paper_qwen2_5_omni_7b", "paper_qwen2_5_omni_7b_full"):
+        info, points = expand([f"experiment={name}", f"paths.root={tmp_path}"])
+        study = info["experiment"]
+        for p in points:
+            assert p.folder == tmp_path / "outputs" / "experiments" / study / p.run_name
+
+
+def test_wandb_organisation_from_config(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from seats_exp.config import validate
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=paper_qwen2_5_omni_7b", "method=seats", "schedule=r10",
+                                           "benchmark=worldsense", f"paths.root={tmp_path}"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        rc = validate(cfg, check_data=False)
+    lg = rc.logger
+    assert (lg.name, lg.project, lg.group, lg.job_type) == ("wandb", "seats-exp", "paper_qwen2_5_omni_7b", "seats")
+    assert {"model=qwen2_5_omni_7b", "schedule=r10", "benchmark=worldsense"} <= set(lg.tags)
+    assert lg.run_name == rc.run_name == "qwen2_5_omni_7b.seats.r10.worldsense"
+    assert lg.mode == "auto"  # offline without an API key; the sync command is in conf/logger/wandb.yaml
+    assert "wandb sync" in (REPO / "conf" / "logger" / "wandb.yaml").read_text()
+
+
+def test_launcher_presets_compose(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for preset, target in [("local", "BasicLauncher"), ("local_submitit", "LocalLauncher"), ("slurm", "SlurmLauncher")]:
+            cfg = compose("config", overrides=["experiment=smoke", f"hydra/launcher={preset}"], return_hydra_config=True)
+            assert cfg.hydra.launcher._target_.endswith(target)
+        slurm = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                             "hydra.launcher.account=proj", "hydra.launcher.qos=high",
+                                             "hydra.launcher.tasks_per_node=4", "hydra.launcher.gpus_per_node=4",
+                                             "+hydra.launcher.additional_parameters.reservation=r1"],
+                        return_hydra_config=True).hydra.launcher
+    assert (slurm.partition, slurm.account, slurm.qos, slurm.tasks_per_node, slurm.gpus_per_node) == ("gpu", "proj", "high", 4, 4)
+    assert slurm.max_num_timeout > 0 and slurm.array_parallelism > 0 and slurm.additional_parameters.reservation == "r1"
+
+
+# -- resume bookkeeping and rank plumbing (no model) -------------------------------------------------
+
+def _folder(tmp_path: Path, config: str, samples: list[dict] | None = None, result: bool = False) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config.yaml").write_text(config)
+    if samples is not None:
+        (tmp_path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    if result:
+        (tmp_path / "result.json").write_text(json.dumps({"accuracy": 50.0}))
+    return tmp_path
+
+
+def test_folder_states(tmp_path):
+    cfg = "seed: 0\nmethod: {name: seats}\neval: {progress: true}\nlogger: {name: none}\n"
+    same = "seed: 0\nmethod: {name: seats}\neval: {progress: false}\nlogger: {name: wandb}\n"  # ignored keys only
+    other = "seed: 1\nmethod: {name: seats}\neval: {progress: true}\nlogger: {name: none}\n"
+    assert resume.folder_state(tmp_path / "absent", cfg).state == "new"
+    assert resume.folder_state(_folder(tmp_path / "a", cfg), cfg).state == "new"  # config.yaml alone: nothing to reuse
+    partial = _folder(tmp_path / "b", cfg, [{"task": "t", "doc_id": 0, "answer": "A"}, {"task": "t", "doc_id": 1, "answer": None}])
+    assert (resume.folder_state(partial, same).state, resume.folder_state(partial, same).n_samples) == ("partial", 1)
+    done = _folder(tmp_path / "c", cfg, [], result=True)
+    assert resume.finished_result(done, same) == {"accuracy": 50.0}
+    conflict = resume.folder_state(done, other)
+    assert conflict.state == "conflict" and conflict.differing == ["seed"]
+    with pytest.raises(resume.RunFolderConflict, match="differs at: seed"):
+        resume.finished_result(done, other)
+
+
+def test_detect_ranks_from_slurm_env():
+    slurm = {"SLURM_JOB_ID": "77", "SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
+             "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "gpu[07-09,12]"}
+    env = distributed.detect(slurm)
+    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.source) == (1, 2, 1, "gpu07", "slurm")
+    assert env.master_port == distributed.detect({**slurm, "SLURM_PROCID": "0"}).master_port  # ranks agree
+    assert distributed.detect({**slurm, "MASTER_ADDR": "h", "MASTER_PORT": "1234"}).master_addr == "h"
+    batch_script = {k: v for k, v in slurm.items() if k != "SLURM_STEP_ID"}  # sbatch without srun: one process
+    assert not distributed.detect(batch_script).enabled
+    assert distributed.detect({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "3"}).source == "torchrun"
+    assert not distributed.detect({}).enabled
+    assert distributed.first_host("a1,b[2-3]") == "a1" and distributed.first_host("n[3-4]-ib") == "n3-ib"
+
+
+def test_merge_rank_samples(tmp_path):
+    (tmp_path / "samples.jsonl").write_text(json.dumps({"task": "t", "doc_id": 2, "answer": "old"}) + "\n")
+    sink0, sink1 = distributed.rank_sink(tmp_path, 0), distributed.rank_sink(tmp_path, 1)
+    sink0({"task": "t", "doc_id": 0, "answer": "A"})
+    sink1({"task": "t", "doc_id": 1, "answer": "B"})
+    sink0({"task": "t", "doc_id": 2, "answer": "new"})
+    (tmp_path / "samples.rank1.jsonl").open("a").write('{"task": "t", "doc_')  # cut by a kill
+    assert len(list(distributed.iter_run_samples(tmp_path))) == 4
+    assert distributed.merge_rank_samples(tmp_path) == 3
+    assert not list(tmp_path.glob("samples.rank*.jsonl"))
+    merged = records(tmp_path)
+    assert [(r["doc_id"], r["answer"], r.get("rank")) for r in merged] == [(0, "A", 0), (1, "B", 1), (2, "new", 0)]
+
+
+# -- end to end on the tiny model ----------------------------------------------------------------------
+
+def wait_for_records(pattern_dir: Path, pattern: str, n: int, proc: subprocess.Popen, timeout: float = 240) -> Path:
+    """Poll until a file matching ``pattern`` under ``pattern_dir`` holds ``n`` complete records."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for path in pattern_dir.glob(pattern):
+            if len(records_of(path)) >= n:
+                return path
+        time.sleep(0.1)
+    raise AssertionError(f"no {pattern} with {n} records under {pattern_dir} (process exit code {proc.poll()})")
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+    """`seats-exp -m experiment=smoke` (basic launcher: both points in one process, one after the
+    other), killed with SIGKILL once the first point has recorded a sample, then launched again."""
+    root = tmp_path_factory.mktemp("sweeps")
+    sweep_dir = root / "outputs" / "experiments" / "smoke"
+    args = ("-m", "experiment=smoke", f"hydra.sweep.dir={sweep_dir}")
+    started = time.monotonic()
+    proc = subprocess.Popen(seats_exp_cmd(root, *args), cwd=root, env=cli_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        killed_file = wait_for_records(sweep_dir, "*full_tokens*/samples.jsonl", 1, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole session: no process of the run survives
+        proc.wait()
+    killed_after = time.monotonic() - started
+    before_kill = records_of(killed_file)
+
+    relaunch, seconds = run_cli(root, *args)
+    assert relaunch.returncode == 0, relaunch.stderr[-4000:]
+    print(f"\nsmoke sweep: killed after {killed_after:.1f}s ({len(before_kill)} sample(s) recorded), "
+          f"relaunch ran both points in {seconds:.1f}s")
+    return {"root": root, "sweep_dir": sweep_dir, "args": args, "seconds": seconds,
+            "before_kill": before_kill, "killed_dir": killed_file.parent, "log": relaunch.stdout + relaunch.stderr}
+
+
+@pytest.mark.slow
+def test_sweep_runs_both_points(smoke_sweep):
+    from launchers.list_points import expand
+
+    runs = results_by_method(smoke_sweep["sweep_dir"])
+    assert set(runs) == {"full_tokens", "random"}
+    for run_dir in runs.values():
+        result = json.loads((run_dir / "result.json").read_text())
+        assert result["n_samples"] == SMOKE_SAMPLES and result["n_errors"] == 0 and result["world_size"] == 1
+        assert sorted(d for _, d in answers(run_dir)) == list(range(SMOKE_SAMPLES))
+    _, points = expand([*smoke_sweep["args"][1:], f"paths.root={smoke_sweep['root']}", "eval.progress=false"])
+    assert [p.state for p in points] == ["done", "done"]
+
+
+@pytest.mark.slow
+def test_killed_point_resumes_without_recomputing(smoke_sweep):
+    first = smoke_sweep["before_kill"]
+    assert 1 <= len(first) < SMOKE_SAMPLES, f"kill came too late: {len(first)} samples"
+    assert f"resuming: {len(first)} samples already recorded" in smoke_sweep["log"]
+    recs = records(smoke_sweep["killed_dir"])
+    assert recs[:len(first)] == first  # kept as they were
+    assert sorted(r["doc_id"] for r in recs) == list(range(SMOKE_SAMPLES))  # each sample computed exactly once
+    assert json.loads((smoke_sweep["killed_dir"] / "result.json").read_text())["n_samples"] == SMOKE_SAMPLES
+
+
+@pytest.mark.slow
+def test_relaunching_a_finished_sweep_does_no_model_work(smoke_sweep):
+    runs = results_by_method(smoke_sweep["sweep_dir"])
+    before = {m: ((d / "samples.jsonl").read_bytes(), (d / "result.json").stat().st_mtime_ns) for m, d in runs.items()}
+    proc, seconds = run_cli(smoke_sweep["root"], *smoke_sweep["args"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = proc.stdout + proc.stderr
+    assert log.count("no model work") == 2
+    assert "loaded qwen2_5_omni Thinker" not in log and "resuming" not in log
+    after = {m: ((d / "samples.jsonl").read_bytes(), (d / "result.json").stat().st_mtime_ns) for m, d in runs.items()}
+    assert after == before  # no new sample, result untouched
+    print(f"\nrelaunch of the finished sweep: {seconds:.1f}s (running it: {smoke_sweep['seconds']:.1f}s)")
+    assert seconds < smoke_sweep["seconds"]
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one(smoke_sweep):
+    """2 data-parallel ranks (local processes with the variables srun sets) give the 1-task predictions."""
+    root = smoke_sweep["root"]
+    run_dir = root / "dp2"
+    port = str(free_port())
+    procs = []
+    started = time.monotonic()
+    for rank in range(2):
+        env = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
+               "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_NODELIST": "localhost",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        procs.append(subprocess.Popen(
+            seats_exp_cmd(root, "experiment=smoke", "method=random", f"hydra.run.dir={run_dir}"), cwd=root,
+            env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True))
+    try:
+        logs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    print(f"\n2 data-parallel ranks: {time.monotonic() - started:.1f}s")
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    for rank, log in enumerate(logs):
+        assert f"data parallel: rank {rank} of 2" in log
+
+    single = results_by_method(smoke_sweep["sweep_dir"])["random"]
+    assert answers(run_dir) == answers(single)
+    recs = records(run_dir)
+    assert sorted(r["doc_id"] for r in recs) == list(range(SMOKE_SAMPLES))
+    assert all(r["rank"] == r["doc_id"] % 2 for r in recs)  # each rank generated its own shard only
+    assert not list(run_dir.glob("samples.rank*.jsonl")) and not (run_dir / ".tasks.rank1").exists()
+    dp, one = (json.loads((d / "result.json").read_text()) for d in (run_dir, single))
+    assert dp["world_size"] == 2
+    assert (dp["accuracy"], dp["n_samples"], dp["n_errors"]) == (one["accuracy"], one["n_samples"], one["n_errors"])
+    assert dp["cost"]["prefill_tflops"] == pytest.approx(one["cost"]["prefill_tflops"])
