@@ -54,6 +54,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from seats_exp.store import iter_jsonl
+
 log = logging.getLogger(__name__)
 
 # Ranks wait for the slowest shard at the answer exchange; the job's own time limit is the real bound.
@@ -210,20 +212,6 @@ def rank_sink(run_dir: str | Path, rank: int):
     return sink
 
 
-def _iter_jsonl(path: Path) -> Iterator[dict]:
-    if not path.exists():
-        return
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-
-
 def sample_files(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     ranks = sorted(run_dir.glob("samples.rank*.jsonl"), key=lambda p: int(p.name[len("samples.rank"):-len(".jsonl")]))
@@ -233,7 +221,7 @@ def sample_files(run_dir: str | Path) -> list[Path]:
 def iter_run_samples(run_dir: str | Path) -> Iterator[dict]:
     """Every recorded sample of a run folder: ``samples.jsonl`` first, then the rank files."""
     for path in sample_files(run_dir):
-        yield from _iter_jsonl(path)
+        yield from iter_jsonl(path)
 
 
 def merge_rank_samples(run_dir: str | Path) -> int:

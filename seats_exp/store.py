@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -26,6 +27,22 @@ def _default(obj):
     if hasattr(obj, "tolist"):
         return obj.tolist()
     return str(obj)
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict]:
+    """Records of a JSON-lines file; a missing file is empty and a line cut short by a kill is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
 
 
 class RunStore:
@@ -45,17 +62,7 @@ class RunStore:
             f.flush()
 
     def iter_samples(self) -> Iterator[dict]:
-        if not self.samples_path.exists():
-            return
-        with open(self.samples_path) as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a kill
+        yield from iter_jsonl(self.samples_path)
 
     def write_result(self, result: dict) -> None:
         atomic_write_text(self.result_path, json.dumps(result, indent=2, default=_default) + "\n")
