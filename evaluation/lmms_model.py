@@ -58,7 +58,6 @@ class Runtime:
     fidelity: bool = False
     progress: bool = True
     family: str = "qwen2_5_omni"
-    on_sample_done: Callable[[], None] | None = None
     # Data parallel (seats_exp.distributed.Shard): generate only owned docs, take the others from the other ranks.
     shard: Any = None
 
@@ -119,8 +118,6 @@ class SeatsOmni(lmms):
             owned[key] = self._answer(context, dict(gen_kwargs or {}), doc_to_visual(doc), int(doc_id), task, doc)
             answers.append(owned[key])
             bar.update(1)
-            if self.runtime.on_sample_done is not None:
-                self.runtime.on_sample_done()
         bar.close()
         if shard is not None:
             merged = shard.exchange(owned)

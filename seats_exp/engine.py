@@ -100,7 +100,6 @@ class _CallState:
         self.pos_emb_cache: tuple | None = None  # (source cos object, local_index version, sliced pair)
         self.index_version: int = 0
         self.current_cos_sin: tuple | None = None
-        self.executed: int = 0
         self.decode_step: int = 0
         self.deepstack: list | None = None  # Qwen3: visual rows added after modules 0..k-1
         self.visual_local: torch.Tensor | None = None  # visual flags over the text-model input
@@ -120,7 +119,6 @@ class Engine:
         selector: BaseSelector,
         *,
         kv_scope: str = "all_executed",
-        seed: int = 0,
         stats=None,
     ):
         if kv_scope not in KV_SCOPES:
@@ -129,7 +127,6 @@ class Engine:
         self.adapter = adapter
         self.selector = selector
         self.kv_scope = kv_scope
-        self.seed = seed
         self.stats = stats  # seats_exp.stats.EncoderStatsCollector or None
         self._handles: list = []
         self._hook_layers: set[int] = set()
@@ -441,7 +438,6 @@ class Engine:
             if st.local_index.shape[0] != st.llm_length:
                 kwargs = self._slice_layer_kwargs(kwargs)
             st.current_cos_sin = kwargs.get("position_embeddings")
-            st.executed = i + 1
             return args, kwargs
 
         return pre

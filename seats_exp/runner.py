@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from seats_exp.config import RunConfig, build_selector_for, model_info
+from seats_exp.config import RunConfig, build_selector_for
 from seats_exp.store import RunStore
 
 log = logging.getLogger("seats_exp")
@@ -63,12 +63,12 @@ def load(rc: RunConfig):
                       device=m.device, tiny=m.tiny, seed=0)
 
 
-def attach_engine(loaded, selector, kv_scope: str, seed: int):
+def attach_engine(loaded, selector, kv_scope: str):
     from seats_exp.engine import Engine
     from seats_exp.stats import EncoderStatsCollector
 
     stats = EncoderStatsCollector(loaded.adapter, selector.needs, selector.stats_request) if selector.needs else None
-    return Engine(loaded.thinker, loaded.adapter, selector, kv_scope=kv_scope, seed=seed, stats=stats).attach()
+    return Engine(loaded.thinker, loaded.adapter, selector, kv_scope=kv_scope, stats=stats).attach()
 
 
 def build_runtime_from_args(*, pretrained: str, family: str, method: str, video_ratio: float, audio_ratio: float,
@@ -83,7 +83,7 @@ def build_runtime_from_args(*, pretrained: str, family: str, method: str, video_
     info = ModelInfo(variant=Path(pretrained).name.lower().replace("-", "_").replace(".", "_"), family=family,
                      num_layers=loaded.adapter.num_layers, audio_tokens_per_second=loaded.adapter.audio_tokens_per_second)
     selector = build_selector(method, method_params, video_ratio, audio_ratio, info)
-    engine = attach_engine(loaded, selector, kv_scope, seed)
+    engine = attach_engine(loaded, selector, kv_scope)
     return Runtime(model=loaded, engine=engine, dims=loaded.adapter.dims(), seed=seed, family=family)
 
 
@@ -169,7 +169,7 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
     loaded = load(rc)
     if dist_env.is_main:
         distributed.barrier(dist_env)
-    engine = attach_engine(loaded, selector, rc.kv_scope, rc.seed)
+    engine = attach_engine(loaded, selector, rc.kv_scope)
 
     media = {name: benchmarks.media_settings(task_settings[t.key], rc.model.family)
              for name, t in zip(task_names, rc.benchmark.tasks)}

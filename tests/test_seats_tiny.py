@@ -463,7 +463,7 @@ def _run_observed(loaded, inputs, selector):
     for i, layer in enumerate(adapter.layers):
         handles.append(layer.register_forward_hook(layer_post(i), with_kwargs=True, prepend=True))
     handles.append(adapter.audio_encoder.layers[-1].register_forward_pre_hook(audio_pre, with_kwargs=True))
-    engine = attach_engine(loaded, selector, "all_executed", 0)
+    engine = attach_engine(loaded, selector, "all_executed")
     try:
         # Appended after the engine's pre-hooks: the cos/sin each module actually receives.
         for i, layer in enumerate(adapter.layers):
