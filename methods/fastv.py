@@ -6,8 +6,8 @@ baselines-reference 2.2).
   ``s = (avg*L - K)/(L - K)`` (``methods.budget.fastv_setting_ratio``), with L the loaded model's
   real depth.  ``s`` is negative when ``avg*L < K`` (Qwen2.5-Omni-7B R=10 video: -0.0123, seats-
   reference section 2 item 19): upstream then keeps one token; here that is reported (the converted
-  ratios and a warning in ``describe()`` -> ``result.json`` ``method_settings``, in plan mode and in
-  the log) and ``negative_setting: error`` makes it a configuration error instead.
+  ratios and a warning in ``describe()["warnings"]`` -> ``result.json`` ``method_settings``, plan
+  mode's output, and the run log through the runner) and ``negative_setting: error`` makes it a configuration error instead.
 * **Scores** (as SEATS Stage II, section 9.1): head-mean softmax attention of the last text token,
   computed with module K-1's own q/k on its own output (``score_layer: self``, faithful) or with
   the next module's (``score_layer: next``, the layer that consumes the pruned sequence).
@@ -26,7 +26,6 @@ Settings (``conf/method/fastv.yaml`` / ``fastv_omni.yaml``; faithful default fir
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 
 import torch
@@ -34,8 +33,6 @@ import torch
 from methods import MethodConfigError, ModelInfo, register
 from methods.budget import audio_intact_reallocate, fastv_setting_ratio
 from seats_exp.selection import BaseSelector, PlanCounts, PlanInput, Selection, SelectionContext
-
-log = logging.getLogger(__name__)
 
 DEFAULT_PARAMS = {"fastv_k": 2, "score_layer": "self", "negative_setting": "keep_one", "score_dtype": "model"}
 _CHOICES = {"score_layer": ("self", "next"), "negative_setting": ("keep_one", "error"), "score_dtype": ("model", "float32")}
@@ -198,7 +195,6 @@ def build_fastv(name: str, params: dict, video_ratio: float, audio_ratio: float,
             raise MethodConfigError(
                 f"method.negative_setting=error: {selector.warning.split(': ', 1)[1].split('; ')[0]}; "
                 "raise the schedule ratio or set method.negative_setting=keep_one")
-        log.warning("%s", selector.warning)
     return selector
 
 
