@@ -45,6 +45,8 @@ def test_dominant_count_is_a_float32_product():
 
 def test_contextual_count_rounds_half_to_even_in_float64():
     assert contextual_count(50, 30, 0.05) == 2  # round(2.5) = 2
+    assert contextual_count(190, 10, 0.15) == 28  # 0.15 * 190 = 28.5 in float64 (float32: 28.500002 -> 29)
+    assert contextual_count(90, 10, 0.35) == 31  # 31.499999999999996 in float64 (float32: 31.5 -> 32)
     assert contextual_count(144, 36, 0.05) == 7  # round(7.2)
     assert contextual_count(10, 2, 0.1) == 1
     assert contextual_count(10, 9, 0.3) == 1  # capped by the n - m non-dominant tokens
