@@ -76,6 +76,16 @@ def is_primary_search_path(path: str) -> bool:
         return False
 
 
+def load_group_option(group: str, name: str):
+    """``<group>/<name>.yaml`` as seats-exp's config search path finds it (its own tree first, then
+    the packages of ``seats_exp.searchpath``): Hydra's ``ConfigResult`` (``.provider``, ``.path``,
+    ``.config``), or None when no source holds it."""
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra._internal.utils import create_config_search_path
+
+    return ConfigRepository(create_config_search_path(config_path())).load_config(f"{group}/{name}")
+
+
 def version() -> str:
     try:
         return metadata.version(DIST_NAME)
