@@ -141,3 +141,16 @@ def test_git_commit_says_when_there_is_no_checkout(monkeypatch, tmp_path):
     monkeypatch.setattr(package, "source_root", lambda: None)  # an installed package
     assert package.git_commit() == (f"none: installed package seats-exp {package.version()} ({package.PACKAGE_DIR}), "
                                     "not a git checkout")
+
+
+def test_readme_example_package_is_the_tested_one():
+    """The README's "Your own method in your own package" shows tests/example_method_pkg verbatim
+    (its files are what tests/test_install.py builds, installs and runs)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Your own method in your own package", 1)[1].split("\n## ", 1)[0]
+    blocks = [body for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
+              if lang in ("toml", "yaml", "python")]
+    assert len(blocks) == 3
+    for body in blocks:
+        rel = body.splitlines()[0].lstrip("# ").strip()
+        assert (REPO / "tests" / "example_method_pkg" / rel).read_text() == body, rel

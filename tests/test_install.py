@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +137,14 @@ def built(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def plain(built) -> Env:
-    return Env(built["tmp"] / "env_plain", [built["seats"]])
+    # Inside a git repository of its own (as a project's .venv often is): result.json must not
+    # report that repository's commit as seats-exp's.
+    root = built["tmp"] / "env_plain"
+    git = require_tool("git")
+    _check([git, "init", "-q", str(root)])
+    _check([git, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "--allow-empty", "-m", "x"],
+           cwd=root)
+    return Env(root, [built["seats"]])
 
 
 @pytest.fixture(scope="module")
