@@ -44,7 +44,6 @@ def expand(args: list[str], *, compose_points: bool = True) -> tuple[dict, list[
 
     ``compose_points=False`` only crosses the overrides (no run name, folder or state; Hydra takes a
     few hundred milliseconds to compose each point)."""
-    from hydra import initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -53,11 +52,11 @@ def expand(args: list[str], *, compose_points: bool = True) -> tuple[dict, list[
     from omegaconf import OmegaConf, open_dict
 
     from launchers.resume import folder_state
-    from seats_exp.cli import CONFIG_DIR
     from seats_exp.config import ConfigError, validate
+    from seats_exp.package import initialize_hydra
 
     hydra_args, task_args = _split(args)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="cli"):
+    with initialize_hydra(job_name="cli"):
         # composed as `-m` composes it (sweep values allowed on the command line)
         master = GlobalHydra.instance().hydra.compose_config(
             config_name="config", overrides=hydra_args + task_args, run_mode=RunMode.MULTIRUN,

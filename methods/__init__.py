@@ -3,6 +3,11 @@
 Adding a method = one module here (a ``BaseSelector`` subclass plus a builder decorated with
 ``@register("name")``) and one YAML in ``conf/method/``.  Nothing else changes.
 
+Methods from other installed packages: an entry point in the group ``seats_exp.methods`` names a
+module that calls ``register`` (imported after the built-in modules); its YAML comes from the
+package's ``seats_exp.searchpath`` entry point (see ``seats_exp/package.py``).  A name that is
+already taken -- by a built-in method or another package -- is a ``MethodConfigError`` naming both.
+
 A builder receives the method's own settings (the ``method`` config group minus ``name``), the
 resolved retention pair from the ``schedule`` group, and a ``ModelInfo`` describing the loaded
 model; it returns a selector.  Builders raise ``MethodConfigError`` with a sentence naming the bad
@@ -35,22 +40,50 @@ class ModelInfo:
 
 Builder = Callable[[dict[str, Any], float, float, ModelInfo], BaseSelector]
 _REGISTRY: dict[str, Builder] = {}
+_ORIGIN: dict[str, str] = {}  # method name -> module that registered it
+_entry_points_loaded = False
+
+
+def _builtin(module: str) -> bool:
+    return module.split(".")[0] == __name__
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
     def deco(fn: Builder) -> Builder:
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} registered twice")
+        origin = getattr(fn, "__module__", "?")
+        if name in _REGISTRY and _ORIGIN[name] != origin:  # the same module imported again replaces itself
+            taken = _ORIGIN[name]
+            if _builtin(taken) or _builtin(origin):
+                builtin, other = (taken, origin) if _builtin(taken) else (origin, taken)
+                raise MethodConfigError(f"method name {name!r} clashes with the built-in method {name!r} ({builtin}); "
+                                        f"{other} must register its method under another name")
+            raise MethodConfigError(f"method name {name!r} is registered by both {taken} and {origin}; "
+                                    "rename one of them")
         _REGISTRY[name] = fn
+        _ORIGIN[name] = origin
         return fn
 
     return deco
 
 
 def _load_all() -> None:
+    global _entry_points_loaded
     for mod in pkgutil.iter_modules(__path__):
         if not mod.name.startswith("_"):
             importlib.import_module(f"{__name__}.{mod.name}")
+    if _entry_points_loaded:
+        return
+    from seats_exp.package import METHODS_GROUP, describe_entry_point, entry_points
+
+    for ep in entry_points(METHODS_GROUP):
+        try:
+            ep.load()
+        except MethodConfigError as exc:
+            raise MethodConfigError(f"{exc} (from {describe_entry_point(ep)})") from exc
+        except Exception as exc:  # an installed package that cannot be imported: say which one
+            raise MethodConfigError(f"methods of {describe_entry_point(ep)} could not be imported: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+    _entry_points_loaded = True
 
 
 def available() -> list[str]:

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from seats_exp.config import ConfigError, validate
+from seats_exp.package import config_path
 
 log = logging.getLogger("seats_exp")
 
-# conf/ sits next to the package (installed in editable/development mode, see README).
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# pkg://seats_exp.conf in an installed package, <repo>/conf in a source checkout (seats_exp/package.py).
+CONFIG_PATH = config_path()
 
 
 def _summary_table(result: dict) -> str:
@@ -29,7 +29,7 @@ def _summary_table(result: dict) -> str:
     return format_table([result])
 
 
-@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 

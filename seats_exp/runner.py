@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import platform
 import shutil
-import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
@@ -33,17 +32,11 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
-        if sha.returncode != 0:
-            return None
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+def git_commit() -> str:
+    """The source checkout's commit, or a sentence saying there is none (seats_exp/package.py)."""
+    from seats_exp.package import git_commit as _commit
+
+    return _commit()
 
 
 def prepare_data(rc: RunConfig) -> None:

@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 
 import methods
 from methods import ModelInfo, build_selector
+from seats_exp.package import load_group_option
 from seats_exp.runner import attach_engine
 from seats_exp.selection import PLAN_APPROX, PLAN_EXACT, PLAN_TOTAL, PlanInput
 
@@ -124,9 +125,10 @@ def models(request, clip_pair):
 
 
 def method_params(name: str) -> dict:
-    path = REPO / "conf" / "method" / f"{name}.yaml"
-    assert path.is_file(), f"method {name} is registered but has no conf/method/{name}.yaml"
-    params = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    # conf/method/<name>.yaml, or a method package's own YAML (its seats_exp.searchpath entry point)
+    found = load_group_option("method", name)
+    assert found is not None, f"method {name} is registered but no method/{name}.yaml is on the config search path"
+    params = OmegaConf.to_container(found.config, resolve=True) or {}
     assert params.pop("name") == name
     return params
 
