@@ -274,7 +274,7 @@ def _random_layout(rng: random.Random, p: int):
 
 def test_selector_windows_ratios_and_counts_match_a_spec_text_reference_on_random_inputs():
     rng = random.Random(7)
-    p = 4
+    p = 10
     for trial in range(60):
         modality = _random_layout(rng, p)
         mod = torch.tensor(modality)
@@ -303,9 +303,15 @@ def test_selector_windows_ratios_and_counts_match_a_spec_text_reference_on_rando
             got = [sum(video_kept[start + t * p : start + (t + 1) * p]) for t in range(size // p)]
             assert got == [per_frame] * (size // p), (trial, video_runs, ratios)
             start += size
-        # the selector's own ratios equal the reference's (float32 vs float64 densities: 1e-6)
+        # the module's windows and ratios for the same audio selection equal the reference's
+        # (float32 vs float64 densities: 1e-6)
         positions = torch.nonzero(mod == VIDEO).flatten()
+        audio_runs = token_runs(torch.nonzero(mod == AUDIO).flatten())
         assert token_runs(positions) == video_runs
+        guided = min(len(video_runs), len(audio_runs))
+        kept_t = torch.tensor(audio_kept)
+        density = [float(r.float().mean()) for r in torch.split(kept_t, audio_runs)][:guided]
+        assert window_video_ratios(density, video_runs, rho_v, n_v) == pytest.approx(ratios, abs=1e-6)
         assert all(k for k, m in zip(keep, modality) if m == TEXT)
 
 
