@@ -124,6 +124,9 @@ def test_window_ratios_without_normalisation():
     # an extra (unguided) video run uses rho_video directly
     ratios = window_video_ratios([0.0, 0.5], [288, 288, 288], rho_video=0.6, num_video_tokens=864)
     assert ratios == pytest.approx([0.75, 0.55, 0.6], abs=1e-12)
+    # equal base ratios with G = 2 stay as they are (a G >= 2 rule would rescale window 1)
+    ratios = window_video_ratios([0.5, 0.5], [288, 288], rho_video=0.7, num_video_tokens=576)
+    assert ratios == pytest.approx([0.55, 0.55], abs=1e-12)
 
 
 def test_window_ratios_normalised_to_the_budget():
@@ -211,6 +214,7 @@ def test_temporal_selection_on_a_pair_of_frames():
     assert int(istc_keep_mask(torch.cat([frame0, frame1]), [8], [0.3], 4).sum()) == 4
     assert bool(istc_keep_mask(torch.cat([frame0, frame1]), [8], [0.0], 4).all())
     assert istc_keep_mask(torch.cat([frame0, frame1])[:6], [6], [0.5], 4).tolist() == [True, False, True, False, False, False]
+    assert istc_keep_mask(torch.cat([frame0, frame1])[:6], [6], [0.0], 4).tolist() == [True] * 4 + [False] * 2
 
 
 # =============================================================================================
