@@ -52,6 +52,8 @@ from methods import MethodConfigError, ModelInfo, register
 from seats_exp.selection import (
     AUDIO,
     AUDIO_ATTN,
+    PLAN_APPROX,
+    PLAN_EXACT,
     VIDEO,
     BaseSelector,
     PlanCounts,
@@ -528,7 +530,9 @@ class OmniZip(BaseSelector):
     def plan(self, inp: PlanInput) -> PlanCounts:
         """Exact audio count; video count for the described layout *assuming the kept audio is spread
         evenly over the windows* (S_a(i) = kept / N_a): a real run's per-window audio density, and so
-        its video count, depends on where the dominant audio tokens fall."""
+        its video count, depends on where the dominant audio tokens fall.  Layers are therefore
+        ``PLAN_APPROX`` (the audio count alone is exact), except when all or no audio is kept: then
+        every window's density is 1 or 0 and the video count is exact too (``PLAN_EXACT``)."""
         s = self.settings
         if inp.video_tokens == 0 or inp.audio_tokens == 0:
             counts = (inp.video_tokens, inp.audio_tokens)
@@ -542,7 +546,10 @@ class OmniZip(BaseSelector):
         details = {"omnizip": {"rho_video": s.rho_video, "rho_audio": s.rho_audio, "budget": s.budget,
                                "video_runs": video_runs, "audio_runs": audio_runs, "window_video_ratios": ratios,
                                "video_count_assumes": "kept audio spread evenly over the windows"}}
-        return PlanCounts(per_layer=[(video_kept, audio_kept)] * inp.num_layers, details=details)
+        how = PLAN_EXACT if audio_kept in (0, inp.audio_tokens) else PLAN_APPROX
+        details["omnizip"]["exact_audio_count"] = audio_kept
+        return PlanCounts(per_layer=[(video_kept, audio_kept)] * inp.num_layers, details=details,
+                          exactness=[how] * inp.num_layers)
 
     def describe(self) -> dict:
         return {"name": self.name, **asdict(self.settings), "reachable_video_retention": list(REACHABLE_VIDEO),

@@ -33,7 +33,16 @@ from methods.omnizip import (
     window_video_ratios,
 )
 from seats_exp.runner import attach_engine, note_counts
-from seats_exp.selection import AUDIO, TEXT, VIDEO, EncoderStats, PlanInput, SelectionContext
+from seats_exp.selection import (
+    AUDIO,
+    PLAN_APPROX,
+    PLAN_EXACT,
+    TEXT,
+    VIDEO,
+    EncoderStats,
+    PlanInput,
+    SelectionContext,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 INFO = {
@@ -475,9 +484,10 @@ def test_tiny_run_realises_the_plan_exactly_when_audio_density_is_even(request, 
     # the plan's layout is what the processor produced
     assert plan_layout(inp) == (token_runs(torch.nonzero(modality == VIDEO).flatten()),
                                 token_runs(torch.nonzero(modality == AUDIO).flatten()))
-    planned = selector.plan(inp).per_layer
+    plan = selector.plan(inp)
     realised = [(c["video"], c["audio"]) for c in record.kept_counts]
-    assert realised == planned and planned[0][0] < inp.video_tokens
+    assert realised == plan.per_layer and plan.per_layer[0][0] < inp.video_tokens
+    assert plan.layer_exactness() == [PLAN_EXACT] * inp.num_layers
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -490,7 +500,9 @@ def test_tiny_run_at_r35_realises_the_plans_counts(request, family):
     video_pos = torch.nonzero(modality == VIDEO).flatten()
     video_runs, audio_runs = plan_layout(inp)
     assert (token_runs(video_pos), token_runs(audio_pos)) == (video_runs, audio_runs)
-    planned_video, planned_audio = selector.plan(inp).per_layer[0]
+    plan = selector.plan(inp)
+    planned_video, planned_audio = plan.per_layer[0]
+    assert plan.layer_exactness() == [PLAN_APPROX] * inp.num_layers  # the video count depends on scores
     realised = [(c["video"], c["audio"]) for c in record.kept_counts]
     assert all(r == realised[0] for r in realised) and realised[0][1] == planned_audio
     # video: F x int(P (1 - ratio_i)) per window, ratios from the realised audio kept per run
@@ -506,8 +518,7 @@ def test_tiny_run_at_r35_realises_the_plans_counts(request, family):
     # the merged anchors were written: some kept audio rows changed, every pruned position is gone
     assert selection.replace_index is not None and selection.replace_index.numel() > 0
     assert bool(torch.isin(selection.replace_index, audio_pos).all()) and bool(keep[selection.replace_index].all())
-    if planned_video != realised[0][0]:  # uneven audio density: the plan's even-density assumption is stated
-        assert "evenly" in selector.plan(inp).details["omnizip"]["video_count_assumes"]
+    assert "evenly" in plan.details["omnizip"]["video_count_assumes"]
 
 
 def test_sample_without_audio_runs_full_tokens_with_a_note(request):
