@@ -72,7 +72,7 @@ FEATURE_EPS = 1e-6  # L2 normalisation of audio/video embeddings for similaritie
 REACHABLE_VIDEO = (1.0 - MAX_WINDOW_RATIO, 1.0 - MIN_WINDOW_RATIO)
 _RANGE_EPS = 1e-9
 _SIM_ROWS = 2048  # rows per block of the cross-modal similarity (bounds memory on long videos)
-_FRAMES_PER_BLOCK = 256  # frames per batched DPC-KNN block
+_FRAMES_PER_BLOCK = 64  # frames per batched DPC-KNN block (bounds the [b, P, D] gather)
 
 NOTE_KEY = "omnizip"
 NOTE_NO_AUDIO = "skipped: no audio tokens (full tokens)"

@@ -33,6 +33,7 @@ from methods.omnizip import (
     window_video_ratios,
 )
 from seats_exp.runner import attach_engine, note_counts
+from seats_exp.stats import window_attention_received
 from seats_exp.selection import (
     AUDIO,
     PLAN_APPROX,
@@ -577,3 +578,13 @@ def test_paper_cells(model, tmp_path):
     names = sorted(p.run_name for p in points)
     assert names == sorted(f"{model}.omnizip.{s}.{b}" for s in ("r35", "omnizip_greyed") for b in BENCHMARKS)
     assert all(p.problem is None for p in points), [p.problem for p in points if p.problem]
+
+
+def test_clip_scope_statistic_in_query_blocks_equals_one_block():
+    """A clip-long softmax window is scored in blocks of query rows when it exceeds max_block."""
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(90, 3, 8, generator=g, dtype=torch.float64), torch.randn(90, 3, 8, generator=g, dtype=torch.float64)
+    whole = window_attention_received(q, k, window=90)  # one [1, 3, 90, 90] block
+    blocked = window_attention_received(q, k, window=90, max_block=3 * 90 * 7)  # 7 query rows per block
+    torch.testing.assert_close(blocked, whole, atol=1e-12, rtol=0)
+    assert whole.sum().item() == pytest.approx(90.0)  # every query row's probabilities sum to 1
