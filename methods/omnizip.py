@@ -34,7 +34,10 @@ Faithful quirks kept (documented in conf/method/omnizip.yaml):
   miss ``rho_video``;
 * frames beyond ``F * P`` in a run are dropped (does not occur with whole grids);
 * a sample without audio or without video: OmniZip is skipped (full tokens), which the sample
-  record notes (``notes.omnizip``) and ``result.json`` counts (``sample_notes``).
+  record notes (``notes.omnizip``) and ``result.json`` counts (``sample_notes``).  The named fix
+  ``missing_modality: compress_present`` compresses the modality that is there instead: video alone
+  runs ISTC with ``rho_video`` in every window (all windows unguided); audio alone runs A-C with the
+  cross-modal score replaced by the similarity to the anchors (upstream's own no-video branch).
 Score scale: the collector's score is the head-mean column sum; upstream divides it by the number
 of queries too -- a constant factor, irrelevant to the top-k of step A.
 """
@@ -77,6 +80,9 @@ _FRAMES_PER_BLOCK = 64  # frames per batched DPC-KNN block (bounds the [b, P, D]
 NOTE_KEY = "omnizip"
 NOTE_NO_AUDIO = "skipped: no audio tokens (full tokens)"
 NOTE_NO_VIDEO = "skipped: no video tokens (full tokens)"
+NOTE_VIDEO_ALONE = "no audio tokens: video compressed alone (rho_video in every window)"
+NOTE_AUDIO_ALONE = "no video tokens: audio compressed alone (anchor similarity as merge score)"
+MISSING_MODALITY = ("full_tokens", "compress_present")
 
 
 # =============================================================================================
@@ -137,9 +143,10 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def merge_anchors(
-    audio: torch.Tensor, video: torch.Tensor, anchors: torch.Tensor, pool: torch.Tensor, g: int
+    audio: torch.Tensor, video: torch.Tensor | None, anchors: torch.Tensor, pool: torch.Tensor, g: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step C.  audio [N_a, D], video [N_v, D] (N_v > 0), local anchor/pool indices.
+    """Step C.  audio [N_a, D], video [N_v, D], local anchor/pool indices.  Without video (``None`` or
+    no rows) the score of a pool token is its similarity to its anchor (upstream's no-video branch).
 
     Returns (anchor local indices that received merged tokens [C'], their new embeddings [C', D]).
     Everything is computed in the dtype of ``audio``/``video`` (the caller picks it).
@@ -148,11 +155,15 @@ def merge_anchors(
     if anchors.numel() == 0 or pool.numel() == 0 or g <= 0:
         return empty
     a_unit = _unit(audio)
-    v_unit = _unit(video)
     pool_unit = a_unit[pool]  # [M, D]
-    assign = (pool_unit @ a_unit[anchors].T).argmax(dim=1)  # [M] anchor slot of each pool token
-    cross = torch.cat([(pool_unit[i : i + _SIM_ROWS] @ v_unit.T).amax(dim=1)
-                       for i in range(0, pool.numel(), _SIM_ROWS)])  # [M] max cosine to any video token
+    to_anchor = pool_unit @ a_unit[anchors].T  # [M, C]
+    assign = to_anchor.argmax(dim=1)  # [M] anchor slot of each pool token
+    if video is None or video.shape[0] == 0:
+        cross = to_anchor.amax(dim=1)  # = similarity to the assigned anchor
+    else:
+        v_unit = _unit(video)
+        cross = torch.cat([(pool_unit[i : i + _SIM_ROWS] @ v_unit.T).amax(dim=1)
+                           for i in range(0, pool.numel(), _SIM_ROWS)])  # [M] max cosine to any video token
     # top-min(g, #assigned) per anchor: order by (anchor slot, score descending), rank inside the slot
     by_score = torch.argsort(cross, descending=True, stable=True)
     order = by_score[torch.argsort(assign[by_score], stable=True)]
@@ -332,6 +343,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "dpc_knn_k": 5,
     "clamp": False,
     "compute_dtype": "model",
+    "missing_modality": "full_tokens",
 }
 COMPUTE_DTYPES = ("model", "float32")
 
@@ -345,6 +357,7 @@ class OmniZipSettings:
     dpc_knn_k: int
     clamp: bool
     compute_dtype: str
+    missing_modality: str
     budget: dict  # requested / reached retention pair and where the knobs came from
 
 
@@ -369,6 +382,8 @@ def resolve_settings(params: dict[str, Any], video_ratio: float, audio_ratio: fl
         raise MethodConfigError(f"method.clamp={p['clamp']!r} must be true or false")
     if p["compute_dtype"] not in COMPUTE_DTYPES:
         raise MethodConfigError(f"method.compute_dtype={p['compute_dtype']!r} must be one of {list(COMPUTE_DTYPES)}")
+    if p["missing_modality"] not in MISSING_MODALITY:
+        raise MethodConfigError(f"method.missing_modality={p['missing_modality']!r} must be one of {list(MISSING_MODALITY)}")
     contextual_ratio = _number("contextual_ratio", p["contextual_ratio"], 0.0, 1.0)
     g = _integer("g", p["g"], 0)
     k = _integer("dpc_knn_k", p["dpc_knn_k"], 1)
@@ -413,7 +428,8 @@ def resolve_settings(params: dict[str, Any], video_ratio: float, audio_ratio: fl
                    "rho_audio": "schedule" if p["rho_audio"] == "auto" else "knob"},
     }
     return OmniZipSettings(rho_video=rho_video, rho_audio=rho_audio, contextual_ratio=contextual_ratio, g=g,
-                           dpc_knn_k=k, clamp=p["clamp"], compute_dtype=p["compute_dtype"], budget=budget)
+                           dpc_knn_k=k, clamp=p["clamp"], compute_dtype=p["compute_dtype"], missing_modality=p["missing_modality"],
+                           budget=budget)
 
 
 # =============================================================================================
@@ -490,41 +506,47 @@ class OmniZip(BaseSelector):
         s = self.settings
         video_pos = torch.nonzero(ctx.modality == VIDEO).flatten()
         audio_pos = torch.nonzero(ctx.modality == AUDIO).flatten()
-        if audio_pos.numel() == 0 or video_pos.numel() == 0:
-            ctx.notes[NOTE_KEY] = NOTE_NO_AUDIO if audio_pos.numel() == 0 else NOTE_NO_VIDEO
-            return None
+        has_audio, has_video = audio_pos.numel() > 0, video_pos.numel() > 0
+        if not (has_audio and has_video):
+            if s.missing_modality == "full_tokens" or not (has_audio or has_video):
+                ctx.notes[NOTE_KEY] = NOTE_NO_AUDIO if not has_audio else NOTE_NO_VIDEO
+                return None
+            ctx.notes[NOTE_KEY] = NOTE_VIDEO_ALONE if has_video else NOTE_AUDIO_ALONE
         if ctx.embeds is None:
             raise RuntimeError("OmniZip needs the LLM input embeddings (ctx.embeds) before the LLM")
-        scores = ctx.stats.audio_attn
-        if scores is None or scores.numel() != audio_pos.numel():
-            got = "none" if scores is None else scores.numel()
-            raise ValueError(f"OmniZip: audio attention scores ({got}) do not match the {audio_pos.numel()} audio "
-                             "tokens of the prompt (clip-scope audio statistics from the last audio layer)")
         dtype = self._dtype(ctx.embeds)
         audio = ctx.embeds[audio_pos].to(dtype)
         video = ctx.embeds[video_pos].to(dtype)
-
-        chosen = select_audio(scores.reshape(-1).to(audio.device), s.rho_audio, s.contextual_ratio, s.g)
-        anchor_local, anchor_rows = merge_anchors(audio, video, chosen.anchors, chosen.pool, s.g)
-
-        video_runs = token_runs(video_pos)
-        audio_runs = token_runs(audio_pos)
-        num_guided = min(len(video_runs), len(audio_runs))
-        run_kept = torch.split(chosen.keep, audio_runs)
-        # float32 mean of each run's kept flags, as upstream
-        retention = [float(run_kept[i].float().mean()) for i in range(num_guided)]
-        grid = ctx.video_grid_thw
-        p = ctx.video_tokens_per_grid
-        num_video = int(grid[0, 0]) * p if grid is not None and len(grid) else int(video_pos.numel())
-        ratios = window_video_ratios(retention, video_runs, s.rho_video, num_video)
-        video_keep = istc_keep_mask(video, video_runs, ratios, p, s.dpc_knn_k)
-
         keep = torch.ones(ctx.length, dtype=torch.bool, device=ctx.modality.device)
-        keep[video_pos] = video_keep.to(keep.device)
-        keep[audio_pos] = chosen.keep.to(keep.device)
-        replace_index = audio_pos[anchor_local.to(audio_pos.device)] if anchor_local.numel() else None
-        return Selection(keep=keep, replace_index=replace_index,
-                         replace_embeds=anchor_rows if anchor_local.numel() else None, label="omnizip")
+        replace_index = replace_embeds = None
+
+        audio_keep = torch.zeros(0, dtype=torch.bool, device=audio.device)
+        if has_audio:
+            scores = ctx.stats.audio_attn
+            if scores is None or scores.numel() != audio_pos.numel():
+                got = "none" if scores is None else scores.numel()
+                raise ValueError(f"OmniZip: audio attention scores ({got}) do not match the {audio_pos.numel()} audio "
+                                 "tokens of the prompt (clip-scope audio statistics from the last audio layer)")
+            chosen = select_audio(scores.reshape(-1).to(audio.device), s.rho_audio, s.contextual_ratio, s.g)
+            anchor_local, anchor_rows = merge_anchors(audio, video, chosen.anchors, chosen.pool, s.g)
+            audio_keep = chosen.keep
+            keep[audio_pos] = audio_keep.to(keep.device)
+            if anchor_local.numel():
+                replace_index, replace_embeds = audio_pos[anchor_local.to(audio_pos.device)], anchor_rows
+
+        if has_video:
+            video_runs = token_runs(video_pos)
+            audio_runs = token_runs(audio_pos)
+            num_guided = min(len(video_runs), len(audio_runs))
+            run_kept = torch.split(audio_keep, audio_runs)
+            # float32 mean of each run's kept flags, as upstream
+            retention = [float(run_kept[i].float().mean()) for i in range(num_guided)]
+            grid = ctx.video_grid_thw
+            p = ctx.video_tokens_per_grid
+            num_video = int(grid[0, 0]) * p if grid is not None and len(grid) else int(video_pos.numel())
+            ratios = window_video_ratios(retention, video_runs, s.rho_video, num_video)
+            keep[video_pos] = istc_keep_mask(video, video_runs, ratios, p, s.dpc_knn_k).to(keep.device)
+        return Selection(keep=keep, replace_index=replace_index, replace_embeds=replace_embeds, label="omnizip")
 
     # -- plan mode --------------------------------------------------------------------------
     def plan(self, inp: PlanInput) -> PlanCounts:
@@ -532,21 +554,24 @@ class OmniZip(BaseSelector):
         evenly over the windows* (S_a(i) = kept / N_a): a real run's per-window audio density, and so
         its video count, depends on where the dominant audio tokens fall.  Layers are therefore
         ``PLAN_APPROX`` (the audio count alone is exact), except when all or no audio is kept: then
-        every window's density is 1 or 0 and the video count is exact too (``PLAN_EXACT``)."""
+        every window's density is 1 or 0 and the video count is exact too (``PLAN_EXACT``).  An input
+        without audio or video: full tokens, or with ``missing_modality: compress_present`` the present
+        modality alone (exact counts)."""
         s = self.settings
-        if inp.video_tokens == 0 or inp.audio_tokens == 0:
+        present = (inp.video_tokens > 0, inp.audio_tokens > 0)
+        if not all(present) and (s.missing_modality == "full_tokens" or not any(present)):
             counts = (inp.video_tokens, inp.audio_tokens)
             return PlanCounts(per_layer=[counts] * inp.num_layers, details={"omnizip": {"skipped": True}})
         audio_kept = audio_keep_count(inp.audio_tokens, s.rho_audio, s.contextual_ratio, s.g)
         video_runs, audio_runs = plan_layout(inp)
         num_guided = min(len(video_runs), len(audio_runs))
-        retention = [audio_kept / inp.audio_tokens] * num_guided
+        retention = [audio_kept / inp.audio_tokens] * num_guided if num_guided else []
         ratios = window_video_ratios(retention, video_runs, s.rho_video, inp.num_grids * inp.video_tokens_per_grid)
         video_kept = video_keep_count(video_runs, ratios, inp.video_tokens_per_grid)
         details = {"omnizip": {"rho_video": s.rho_video, "rho_audio": s.rho_audio, "budget": s.budget,
                                "video_runs": video_runs, "audio_runs": audio_runs, "window_video_ratios": ratios,
                                "video_count_assumes": "kept audio spread evenly over the windows"}}
-        how = PLAN_EXACT if audio_kept in (0, inp.audio_tokens) else PLAN_APPROX
+        how = PLAN_EXACT if num_guided == 0 or audio_kept in (0, inp.audio_tokens) else PLAN_APPROX
         details["omnizip"]["exact_audio_count"] = audio_kept
         return PlanCounts(per_layer=[(video_kept, audio_kept)] * inp.num_layers, details=details,
                           exactness=[how] * inp.num_layers)

@@ -21,8 +21,12 @@ import torch
 from conftest import load_tiny, tiny_inputs
 from methods import MethodConfigError, ModelInfo, build_selector
 from methods.omnizip import (
+    NOTE_AUDIO_ALONE,
     NOTE_KEY,
     NOTE_NO_AUDIO,
+    NOTE_NO_VIDEO,
+    NOTE_VIDEO_ALONE,
+    audio_keep_count,
     dpc_knn_scores,
     istc_keep_mask,
     merge_anchors,
@@ -115,6 +119,14 @@ def test_merged_anchor_values_for_a_small_example():
     expected_a1 = [(1 + w1 * 0.9 + w2 * 0.8) / 2, (w1 * 0.1 + w2 * 0.6) / 2]  # (0.919000, 0.204999)
     idx, rows = merge_anchors(audio, video, anchors, pool, g=3)
     torch.testing.assert_close(rows, torch.tensor([expected_a1, [0.1, 0.95]], dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+def test_merge_without_video_scores_by_similarity_to_the_anchor():
+    # same tokens as above, no video: scores = cosine to the assigned anchor: p1 0.993884, p2 0.8, p3 0.976187
+    audio = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.6], [0.0, 1.0], [0.2, 0.9]], dtype=torch.float64)
+    idx, rows = merge_anchors(audio, None, torch.tensor([0, 3]), torch.tensor([1, 2, 4]), g=1)
+    # g = 1: a1 takes p1 (0.994 > 0.8) -> (a1 + p1) / 2; a2 takes p3 -> (a2 + p3) / 2
+    torch.testing.assert_close(rows, torch.tensor([[0.95, 0.05], [0.1, 0.95]], dtype=torch.float64), atol=1e-5, rtol=0)
 
 
 # =============================================================================================
@@ -364,7 +376,7 @@ def test_clamp_runs_at_the_nearest_reachable_budget_and_records_it():
 @pytest.mark.parametrize("params, match", [
     ({"clamp": "yes"}, "method.clamp"), ({"g": -1}, "method.g"), ({"compute_dtype": "fp16"}, "compute_dtype"),
     ({"rho_video": 1.5}, "method.rho_video"), ({"contextual_ratio": -0.1}, "contextual_ratio"),
-    ({"window": 2}, "does not take"),
+    ({"window": 2}, "does not take"), ({"missing_modality": "skip"}, "missing_modality"),
 ])
 def test_bad_settings_name_the_key(params, match):
     with pytest.raises(MethodConfigError, match=match):
@@ -528,6 +540,37 @@ def test_sample_without_audio_runs_full_tokens_with_a_note(request):
     assert record.events == [] and record.kept_counts[0]["video"] == inp.video_tokens > 0
     assert note_counts([{"notes": record.notes}, {"notes": {}}, {"notes": dict(record.notes)}]) == {
         NOTE_KEY: {NOTE_NO_AUDIO: 2}}
+
+
+def test_sample_without_audio_compress_present_prunes_video_alone(request):
+    selector, spy, record, inp = _run_tiny(request, "qwen2_5_omni", "silent", {"missing_modality": "compress_present"})
+    assert record.notes == {NOTE_KEY: NOTE_VIDEO_ALONE}
+    # every window unguided: rho_video = 0.70 -> int(144 x 0.3) = 43 per grid (floor of 43.2) on all grids
+    assert inp.audio_tokens == 0 and inp.video_tokens_per_grid == 144
+    assert record.kept_counts[0]["video"] == inp.num_grids * 43 == selector.plan(inp).per_layer[0][0]
+    assert selector.plan(inp).layer_exactness()[0] == PLAN_EXACT
+
+
+@pytest.mark.parametrize("mode, note", [("full_tokens", NOTE_NO_VIDEO), ("compress_present", NOTE_AUDIO_ALONE)])
+def test_sample_without_video(mode, note):
+    n = 40
+    modality = torch.tensor([TEXT] * 3 + [AUDIO] * n + [TEXT] * 2)
+    g = torch.Generator().manual_seed(0)
+    ctx = SelectionContext(
+        modality=modality, original_index=torch.arange(45), position_ids=torch.zeros(3, 45), token_time=torch.zeros(45),
+        video_grid_thw=None, video_tokens_per_grid=0, seconds_per_grid=1.0, audio_tokens_per_second=25.0, num_layers=8,
+        family="qwen2_5_omni", stats=EncoderStats(audio_attn=torch.rand(n, generator=g)), embeds=torch.randn(45, 6, generator=g),
+    )
+    selector = build_selector("omnizip", {"missing_modality": mode}, 0.30, 0.65, INFO["qwen2_5_omni"])
+    selection = selector.before_llm(ctx)
+    assert ctx.notes == {NOTE_KEY: note}
+    inp = PlanInput(video_tokens=0, audio_tokens=n, text_tokens=5, video_tokens_per_grid=0, num_grids=0,
+                    audio_tokens_per_second=25.0, num_layers=8)
+    if mode == "full_tokens":
+        assert selection is None and selector.plan(inp).per_layer[0] == (0, n)
+    else:  # round(0.6 x 40) = 24 dominant + round(0.05 x 40) = 2 anchors (with merged rows)
+        assert int(selection.keep[modality == AUDIO].sum()) == 26 == audio_keep_count(n, 0.4, 0.05, 3)
+        assert selector.plan(inp).per_layer[0] == (0, 26) and selection.replace_index.numel() == 2
 
 
 # =============================================================================================
