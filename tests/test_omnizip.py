@@ -631,3 +631,22 @@ def test_clip_scope_statistic_in_query_blocks_equals_one_block():
     blocked = window_attention_received(q, k, window=90, max_block=3 * 90 * 7)  # 7 query rows per block
     torch.testing.assert_close(blocked, whole, atol=1e-12, rtol=0)
     assert whole.sum().item() == pytest.approx(90.0)  # every query row's probabilities sum to 1
+
+
+@pytest.mark.parametrize("compute_dtype, expected", [("model", torch.bfloat16), ("float32", torch.float32)])
+def test_compute_dtype(compute_dtype, expected):
+    """Similarities, DPC-KNN and the merge run in the embeddings' dtype (faithful) or in float32."""
+    p, n_a = 4, 20
+    modality = torch.tensor([TEXT] + [VIDEO] * (2 * p) + [AUDIO] * n_a + [TEXT])
+    g = torch.Generator().manual_seed(1)
+    embeds = torch.randn(modality.numel(), 6, generator=g).to(torch.bfloat16)
+    ctx = SelectionContext(
+        modality=modality, original_index=torch.arange(modality.numel()), position_ids=torch.zeros(3, modality.numel()),
+        token_time=torch.zeros(modality.numel()), video_grid_thw=torch.tensor([[2, 4, 4]]), video_tokens_per_grid=p,
+        seconds_per_grid=1.0, audio_tokens_per_second=25.0, num_layers=8, family="qwen2_5_omni",
+        stats=EncoderStats(audio_attn=torch.rand(n_a, generator=g)), embeds=embeds,
+    )
+    selector = build_selector("omnizip", {"compute_dtype": compute_dtype, "contextual_ratio": 0.1}, 0.30, 0.65,
+                              INFO["qwen2_5_omni"])
+    selection = selector.before_llm(ctx)
+    assert selection.replace_embeds.dtype == expected and selection.replace_index.numel() == 2
