@@ -611,16 +611,28 @@ def test_seats_exp_run_notes_and_counts_skipped_samples(tmp_path, tiny_qwen2_5):
 BENCHMARKS = ["dailyomni", "worldsense", "omnivideobench", "videomme", "lvomnibench"]
 
 
-@pytest.mark.parametrize("model", ["qwen2_5_omni_7b", "qwen3_omni_30b_a3b"])
-def test_paper_cells(model, tmp_path):
-    """R=35 and the greyed (25-25) row (baselines-reference 9.1/9.2), every point valid."""
-    from launchers.list_points import expand
+@pytest.mark.parametrize("model, family", [("qwen2_5_omni_7b", "qwen2_5_omni"), ("qwen3_omni_30b_a3b", "qwen3_omni")])
+def test_paper_cells(model, family, tmp_path):
+    """R=35 and the greyed R=25 (25-25) row (baselines-reference 9.1/9.2) are cells of the paper sweep."""
+    from hydra import compose, initialize_config_dir
 
-    info, points = expand([f"experiment=paper_{model}_omnizip", f"paths.root={tmp_path}"])
-    assert info["experiment"] == f"paper_{model}"  # same study as the main table
-    names = sorted(p.run_name for p in points)
-    assert names == sorted(f"{model}.omnizip.{s}.{b}" for s in ("r35", "omnizip_greyed") for b in BENCHMARKS)
+    from launchers.list_points import expand
+    from seats_exp.config import validate
+
+    info, points = expand([f"experiment=paper_{model}", f"paths.root={tmp_path}",
+                           f"+paper_cell/{model}=glob(omnizip_*)"])
+    assert info["experiment"] == f"paper_{model}"
+    assert sorted(p.run_name for p in points) == sorted(f"{model}.omnizip.{s}.{b}" for s in ("r35", "r25") for b in BENCHMARKS)
     assert all(p.problem is None for p in points), [p.problem for p in points if p.problem]
+    r35 = {"qwen2_5_omni": (0.30, 0.65), "qwen3_omni": (0.32, 0.70)}[family]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for cell, pair, knobs in (("r35", r35, (1 - r35[0], 1 - r35[1] + 0.05)), ("r25", (0.25, 0.25), (0.75, 0.80))):
+            cfg = compose("config", overrides=[f"experiment=paper_{model}", f"+paper_cell/{model}=omnizip_{cell}",
+                                               "benchmark=worldsense", f"paths.root={tmp_path}"])
+            rc = validate(cfg, check_data=False)
+            assert (rc.method.name, rc.schedule.name, (rc.schedule.video, rc.schedule.audio)) == ("omnizip", cell, pair)
+            sel = build_selector("omnizip", rc.method.params, rc.schedule.video, rc.schedule.audio, INFO[family])
+            assert (sel.settings.rho_video, sel.settings.rho_audio) == pytest.approx(knobs)
 
 
 def test_clip_scope_statistic_in_query_blocks_equals_one_block():

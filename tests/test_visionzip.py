@@ -156,6 +156,11 @@ def test_statistics_requests(model):
         assert s.audio_window_tokens == 50  # 2 s x 25 tokens on both families (upstream)
 
 
+def test_score_dtype_sets_the_statistics_dtype():
+    assert build_selector("visionzip_omni", {}, 0.3, 0.65, QWEN25).stats_request.dtype == "model"
+    assert build_selector("visionzip_omni", {"score_dtype": "float32"}, 0.3, 0.65, QWEN25).stats_request.dtype == "float32"
+
+
 @pytest.mark.parametrize("params,match", [
     ({"contextual_ratio": 1.5}, r"method\.contextual_ratio must be a number in \[0, 1\]"),
     ({"grid_in_window": 0}, r"method\.grid_in_window must be a positive integer"),
