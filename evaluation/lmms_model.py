@@ -215,6 +215,7 @@ class SeatsOmni(lmms):
             "time_selection": rec.timings.get("selection"),
             "time_llm_prefill": rec.timings.get("llm_prefill"),
             "peak_memory_bytes": rec.peak_memory_bytes,
+            "notes": dict(rec.notes),  # per-sample notes of the selector (e.g. why a method was skipped)
         }
 
     @torch.no_grad()

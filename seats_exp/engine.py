@@ -82,6 +82,7 @@ class PrefillRecord:
     final_length: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds: encoders, selection, llm_prefill
     peak_memory_bytes: int | None = None
+    notes: dict = field(default_factory=dict)  # key -> short text, written by selectors through ctx.notes
 
 
 class _CallState:
@@ -321,6 +322,7 @@ class Engine:
             embeds=embeds,
             generator=gen,
             score_last_text=self._score_last_text,
+            notes=st.record.notes,
         )
 
     def _score_last_text(self, module_index: int, hidden: torch.Tensor, score_dtype=None) -> torch.Tensor:

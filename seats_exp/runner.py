@@ -122,6 +122,16 @@ def cost_summary(records: list[dict]) -> dict[str, Any]:
     return out
 
 
+def note_counts(records: list[dict]) -> dict[str, dict[str, int]]:
+    """Samples per selector note: {key: {text: count}} (notes are set through ``ctx.notes``)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in records:
+        for key, text in (r.get("notes") or {}).items():
+            out.setdefault(key, {})
+            out[key][str(text)] = out[key].get(str(text), 0) + 1
+    return out
+
+
 def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
     from launchers.resume import finished_result
     from seats_exp import distributed
@@ -203,6 +213,7 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
         summary = benchmarks.summarize(t.task, _task_results(results["samples"].get(name, [])))
         task_records = [r for (task, _), r in records.items() if task == name]
         summary["cost"] = cost_summary(task_records)
+        summary["sample_notes"] = note_counts(task_records)
         per_task[t.key] = summary
     accs = [s["accuracy"] for s in per_task.values() if s.get("accuracy") is not None]
     all_records = list(records.values())
@@ -217,6 +228,7 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
         "n_errors": sum(s["n_errors"] for s in per_task.values()),
         "tasks": per_task,
         "cost": cost_summary(all_records),
+        "sample_notes": note_counts(all_records),
         "seed": rc.seed, "scoring": rc.benchmark.scoring, "scoring_seed": rc.benchmark.seed,
         "kv_scope": rc.kv_scope,
         "wall_time_s": time.time() - started,

@@ -108,6 +108,10 @@ class SelectionContext:
     # (seats-reference section 9.1); scores in the model dtype unless ``score_dtype`` is given.
     score_last_text: Callable[..., torch.Tensor] | None = None
     scratch: dict = field(default_factory=dict)  # per-call scratch space for a selector
+    # Per-sample notes, key -> short text (e.g. {"omnizip": "skipped: no audio tokens (full tokens)"}):
+    # the engine's PrefillRecord.notes; copied into the sample record (samples.jsonl ``notes``) and
+    # counted per key and text in result.json (``sample_notes``).
+    notes: dict = field(default_factory=dict)
 
     # -- conveniences -------------------------------------------------------------------------
     @property

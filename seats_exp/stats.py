@@ -33,7 +33,8 @@ def window_attention_received(q: torch.Tensor, k: torch.Tensor, window: int, max
     """q, k: [N, H, d].  Returns [N] scores: attention received per unit within consecutive windows.
 
     Full windows are batched; the shorter tail window is computed on its own.  ``max_block`` bounds
-    the number of elements of one batched [W, H, n, n] probability block.
+    the number of elements of one batched [W, H, n, n] probability block; a single window larger than
+    that (OmniZip's clip scope on a long clip) is scored in blocks of query rows, whose column sums add up.
     """
     n_units, heads, d = q.shape
     scale = 1.0 / math.sqrt(d)
@@ -42,8 +43,14 @@ def window_attention_received(q: torch.Tensor, k: torch.Tensor, window: int, max
 
     def score(qw: torch.Tensor, kw: torch.Tensor) -> torch.Tensor:  # [W, n, H, d] -> [W, n]
         qh, kh = qw.transpose(1, 2), kw.transpose(1, 2)  # [W, H, n, d]
-        probs = torch.softmax((qh @ kh.transpose(-1, -2)).float() * scale, dim=-1).to(q.dtype)
-        return probs.mean(dim=1).sum(dim=1)  # head mean, then column sum -> [W, n]
+        n = qh.shape[2]
+        rows = max(1, max_block // (qh.shape[0] * heads * n))  # query rows per block (all of them if it fits)
+        total = None
+        for i in range(0, n, rows):
+            probs = torch.softmax((qh[:, :, i : i + rows] @ kh.transpose(-1, -2)).float() * scale, dim=-1).to(q.dtype)
+            part = probs.mean(dim=1).sum(dim=1)  # head mean, then column sum -> [W, n]
+            total = part if total is None else total + part
+        return total
 
     if full:
         qw = q[:full].reshape(-1, window, heads, d)
