@@ -187,7 +187,7 @@ class Group:
         i = self.identity
         limit = "all samples" if i["limit"] is None else ("limit unknown" if i["limit"] == "?" else f"limit {i['limit']}")
         ids = "" if i["sample_ids"] == "null" else ", chosen sample ids"
-        sizes = ", ".join(f"{bench_title(t)} n={n}" for t, (n, _) in sorted(self.sample_sets.items()))
+        sizes = ", ".join(f"{bench_title(t)} n={n}" for t, (n, _) in sorted(self.sample_sets.items(), key=lambda kv: _task_order(kv[0])))
         return f"{self.model} · {sizes} · {limit}{ids} · scoring {i['scoring']}"
 
     @property
@@ -443,7 +443,7 @@ def _f(v, spec=".1f"):
 
 
 def _tflops_fmt(v):
-    return "–" if v is None else (f"{v:.1f}" if v >= 10 else f"{v:.3g}")
+    return "–" if v is None else (f"{v:.1f}" if v >= 10 else f"{v:#.3g}")
 
 
 def paper_table(g: Group) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -508,7 +508,7 @@ def format_markdown(groups: list[Group], plots: dict[int, dict[str, Path]], out_
 _CSS = """body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:24px auto;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:8px 0 12px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}tr.paper td{color:#666;font-style:italic;background:#fafafa}
-img{max-width:100%;border:1px solid #eee;margin:6px 0}.notes{color:#444;font-size:90%}"""
+.plots{display:flex;flex-wrap:wrap;gap:8px}img{max-width:100%;border:1px solid #eee}.notes{color:#444;font-size:90%}"""
 
 
 def format_html(groups: list[Group], plots: dict[int, dict[str, Path]]) -> str:
@@ -528,9 +528,11 @@ def format_html(groups: list[Group], plots: dict[int, dict[str, Path]]) -> str:
         notes = group_notes(g)
         if notes:
             parts.append("<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
+        parts.append("<div class='plots'>")
         for name, path in plots.get(g.index, {}).items():
             data = base64.b64encode(path.read_bytes()).decode()
-            parts.append(f"<div><img alt='{e(name)}' src='data:image/png;base64,{data}'></div>")
+            parts.append(f"<img alt='{e(name)}' src='data:image/png;base64,{data}'>")
+        parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -637,10 +639,10 @@ def plot_accuracy_vs_r(g: Group, path: Path) -> Path:
                         color=colours[rows[0].method], label=f"{label} (paper)")
                 ys += [p[1] for p in pub]
         if full is not None and _acc(g, full, task) is not None:
-            ax.axhline(_acc(g, full, task), color=colours[FULL], ls="--", lw=1, label="full tokens")
+            ax.axhline(_acc(g, full, task), color=colours[FULL], ls="--", lw=1, label=full.label)
             ys.append(_acc(g, full, task))
         if full is not None and _pub_acc(g, full, task) is not None:
-            ax.axhline(_pub_acc(g, full, task), color=colours[FULL], ls=":", lw=1, label="full tokens (paper)")
+            ax.axhline(_pub_acc(g, full, task), color=colours[FULL], ls=":", lw=1, label=f"{full.label} (paper)")
             ys.append(_pub_acc(g, full, task))
         ax.set_ylim(*accuracy_limits(ys))
         if rs:
