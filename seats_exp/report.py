@@ -287,16 +287,17 @@ def _build_rows(g: Group) -> None:
             suffix = ", ".join(f"{k}={v.get(k)}" for k in differing)
             label = method_title(method) + (f" ({suffix})" if suffix else "")
             row = Row(method, run0.R, label, _r_label(method, run0.R, run0.ratios), run0.ratios)
+            dups: dict[tuple, list[str]] = {}
             for run in sorted(vruns, key=lambda r: str(r.path)):
                 row.runs.append(run)
                 for task, summary in run.tasks.items():
                     if task in row.cells:
-                        other = row.cells[task][1]
-                        g.notes.append(f"{row.label} R={row.r_label}: {bench_title(task)} is in two runs "
-                                       f"({other.path.parent.name}, {run.path.parent.name}); the table shows the first, "
-                                       "runs.csv has both")
+                        dups.setdefault((row.cells[task][1].path.parent.name, run.path.parent.name), []).append(task)
                         continue
                     row.cells[task] = (summary.get("accuracy"), run)
+            for (first, again), tasks in dups.items():
+                g.notes.append(f"{row.label} R={row.r_label}: {', '.join(map(bench_title, tasks))} in two runs "
+                               f"({first}, {again}); the table shows the first, runs.csv has both")
             row.published = published.lookup(g.model, method, row.R, row.ratios)
             rows.append(row)
     rows.sort(key=lambda r: (not r.is_full, -(r.R if r.R is not None else -1), r.method == "seats", r.method, r.label))

@@ -170,8 +170,13 @@ def test_percent_of_full_when_both_rows_are_complete(tmp_path):
               accs=FIVE, tflops=47.0)
     write_run(root, "r10", model="qwen3_omni_30b_a3b", method="random", schedule="r10", ratios=(0.07, 0.45),
               accs={k: v / 2 for k, v in FIVE.items()}, tflops=4.0)
+    write_run(root, "full_again", model="qwen3_omni_30b_a3b", method="full_tokens", schedule="r35",
+              ratios=(0.32, 0.70), accs={k: v + 1 for k, v in FIVE.items()}, tflops=47.0)  # same cells again
     groups, files = report.write_report(report.collect([str(root)]), tmp_path / "out")
     md = files["report.md"].read_text()
+    assert [len(g.rows) for g in groups] == [2]  # full tokens once: their R is 100 whatever the schedule
+    assert ("Full tokens R=100: WorldSense, Daily-Omni, OmniVideoBench, Video-MME, LVOmniBench in two runs "
+            "(full, full_again); the table shows the first") in md
     assert "| Random | 10 (7-45) | 4.00 | 23.0 | 31.5 | 17.5 | 33.0 | 16.5 | 24.3 (50.0) |" in md
     assert "| *↳ paper* | *10 (7-45)* | *4.0* | *48.3* | *61.2* | *36.6* | *65.3* | *34.2* | *49.1 (88.5)* |" in md
     assert "| Full tokens | 100 | 47.0 |" in md  # full tokens ignore the schedule: R = 100
@@ -196,23 +201,26 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
 
 SWEEP_METHODS = ("full_tokens", "random", "seats")
 SWEEP_SCHEDULES = ("r35", "r10")
+RUN_COUNT = len(SWEEP_METHODS) * len(SWEEP_SCHEDULES) + 1  # the sweep and the 2-sample run
 
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
-    """``seats-exp -m experiment=smoke method=full_tokens,random,seats schedule=r35,r10`` on 2 samples,
-    and one more Random run on 3 samples elsewhere; then ``seats-exp-report`` on both folders."""
+    """``seats-exp -m experiment=smoke method=full_tokens,random,seats schedule=r35,r10`` on 1 synthetic
+    sample (full tokens twice: they ignore the schedule), and one more Random run on 2 samples
+    elsewhere; then ``seats-exp-report`` on both folders."""
     root = tmp_path_factory.mktemp("report_sweep")
     sweep = root / "sweep"
     common = ["experiment=smoke", f"paths.root={root}", "eval.progress=false"]
-    proc = subprocess.run([str(SEATS_EXP), "-m", *common, f"method={','.join(SWEEP_METHODS)}",
-                           f"schedule={','.join(SWEEP_SCHEDULES)}", "benchmark.limit=2", f"hydra.sweep.dir={sweep}"],
-                          cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    other = root / "other" / "random_3"
-    proc = subprocess.run([str(SEATS_EXP), *common, "method=random", "schedule=r10", "benchmark.limit=3",
-                           f"hydra.run.dir={other}"], cwd=root, env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = [
+        ["-m", *common, f"method={','.join(SWEEP_METHODS)}", f"schedule={','.join(SWEEP_SCHEDULES)}",
+         "benchmark.limit=1", f"hydra.sweep.dir={sweep}"],
+        [*common, "method=random", "schedule=r10", "benchmark.limit=2", f"hydra.run.dir={root}/other/random_2"],
+    ]
+    for args in commands:
+        proc = subprocess.run([str(SEATS_EXP), *args], cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    other = root / "other" / "random_2"
     out = root / "report"
     proc = subprocess.run([str(REPORT), str(sweep), str(other), "--out", str(out)], capture_output=True, text=True,
                           env=_env(), timeout=300)
@@ -251,7 +259,7 @@ def test_sweep_csv_one_row_per_run(tiny_sweep):
     with open(tiny_sweep["out"] / "runs.csv") as f:
         rows = list(csv.DictReader(f))
     run_dirs = {str(p.parent) for p in tiny_sweep["sweep"].rglob("result.json")} | {str(tiny_sweep["other"])}
-    assert len(rows) == len(run_dirs) == len(SWEEP_METHODS) * len(SWEEP_SCHEDULES) + 1
+    assert len(rows) == len(run_dirs) == RUN_COUNT
     assert {r["run_dir"] for r in rows} == run_dirs
     for r in rows:
         result = json.loads((Path(r["run_dir"]) / "result.json").read_text())
@@ -266,27 +274,27 @@ def test_sweep_csv_one_row_per_run(tiny_sweep):
         assert len(r["tokens_per_layer"].split(";")) == 8 and float(r["tokens_per_layer_mean"]) > 0
         assert float(r["time_llm_prefill_s"]) > 0 and r["synthetic/accuracy"] != ""
         assert any(k.startswith("synthetic/Type/") for k in r)  # per-category accuracy
-        assert r["limit"] == ("3" if r["run_dir"] == str(tiny_sweep["other"]) else "2")
-        assert r["group"] == ("2" if r["limit"] == "3" else "1")
+        assert r["limit"] == ("2" if r["run_dir"] == str(tiny_sweep["other"]) else "1")
+        assert r["group"] == ("2" if r["limit"] == "2" else "1")
 
 
 @pytest.mark.slow
 def test_sweep_unlike_runs_kept_apart(tiny_sweep):
     groups = report.group_runs(report.collect([str(tiny_sweep["sweep"]), str(tiny_sweep["other"])]))
-    assert [len(g.runs) for g in groups] == [6, 1]
-    assert {r.limit for r in groups[0].runs} == {2} and groups[1].runs[0].limit == 3
-    assert groups[1].apart == ["not joined with group 1: limit 2 vs 3"]
+    assert [len(g.runs) for g in groups] == [RUN_COUNT - 1, 1]
+    assert {r.limit for r in groups[0].runs} == {1} and groups[1].runs[0].limit == 2
+    assert groups[1].apart == ["not joined with group 1: limit 1 vs 2"]
     # Without config.yaml the sample counts still keep them apart.
     for g in groups:
         for r in g.runs:
             r.config = {}
     groups = report.group_runs([r for g in groups for r in g.runs])
-    assert [len(g.runs) for g in groups] == [6, 1]
-    assert groups[1].apart == ["not joined with group 1: synthetic has 2 vs 3 samples"]
+    assert [len(g.runs) for g in groups] == [RUN_COUNT - 1, 1]
+    assert groups[1].apart == ["not joined with group 1: synthetic has 1 vs 2 samples"]
     g1 = groups[0]
     assert [(r.method, r.R) for r in g1.rows] == [("full_tokens", 100), ("random", 35), ("seats", 35),
                                                   ("random", 10), ("seats", 10)]
-    assert any("two runs" in n for n in g1.notes)  # full tokens at r35 and r10: the same configuration
+    assert any("in two runs" in n for n in g1.notes)  # full tokens at r35 and r10: the same configuration
 
 
 @pytest.mark.slow
@@ -297,7 +305,8 @@ def test_main_job_call_prints_every_method(tiny_sweep, tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split() == list(report.COLUMNS)
-    printed = [(line.split()[0], line.split()[1]) for line in lines[2:] if line.split() and line.split()[0] in SWEEP_METHODS]
+    printed = [(line.split()[0], line.split()[1]) for line in lines[2:]
+               if line.split() and line.split()[0] in SWEEP_METHODS]
     assert sorted(printed) == sorted((m, s) for m in SWEEP_METHODS for s in SWEEP_SCHEDULES)
     assert (tiny_sweep["sweep"] / "report" / "report.html").is_file()  # default output folder
     assert md.read_text() == (tiny_sweep["sweep"] / "report" / "report.md").read_text()
@@ -371,7 +380,7 @@ def test_wandb_report_reads_what_the_runs_log(tiny_sweep):
 
     rep = _report()
     results = [json.loads(p.read_text()) for p in tiny_sweep["sweep"].rglob("result.json")]
-    assert len(results) == 6
+    assert len(results) == RUN_COUNT - 1
     for result in results:
         summary = set(flat_summary(result))
         history = set().union(*map(set, history_rows(result)))
