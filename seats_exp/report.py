@@ -274,13 +274,22 @@ def _build_rows(g: Group) -> None:
     for run in g.runs:
         key = (run.get("method"), run.R if run.R is not None else json.dumps(run.ratios))
         by_key.setdefault(key, []).append(run)
+    # Settings that tell a method's runs apart (seed, kv_scope, a method knob), over all its R values,
+    # so one variant keeps one label (one line in the plots) across R.
+    per_method: dict[str, list[dict]] = {}
+    for run in g.runs:
+        v = {k: val for k, val in _variant(run).items() if k != "ratios"}
+        per_method.setdefault(run.get("method"), []).append(json.loads(json.dumps(v, default=str)))
     rows = []
     for (method, _), runs in by_key.items():
         variants: dict[str, list[Run]] = {}
         for run in runs:
             variants.setdefault(json.dumps(_variant(run), sort_keys=True, default=str), []).append(run)
-        all_v = [json.loads(k) for k in variants]
-        differing = sorted(k for k in set().union(*all_v) if len({json.dumps(v.get(k)) for v in all_v}) > 1)
+        here = [json.loads(k) for k in variants]
+        differing = sorted(k for k in set().union(*per_method[method])
+                           if len({json.dumps(v.get(k)) for v in per_method[method]}) > 1)
+        if len({json.dumps(v.get("ratios")) for v in here}) > 1:
+            differing.append("ratios")
         for vkey, vruns in variants.items():
             v = json.loads(vkey)
             run0 = vruns[0]

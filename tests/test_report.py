@@ -182,6 +182,22 @@ def test_percent_of_full_when_both_rows_are_complete(tmp_path):
     assert "| Full tokens | 100 | 47.0 |" in md  # full tokens ignore the schedule: R = 100
 
 
+def test_variants_keep_one_label_across_R(tmp_path):
+    """Runs of one method that differ in a setting (here the seed) are separate rows, labelled by that
+    setting at every R, so each variant is one line in the plots; nothing is averaged together."""
+    for name, schedule, ratios, seed in (("a", "r35", (0.3, 0.65), 0), ("b", "r35", (0.3, 0.65), 1),
+                                         ("c", "r10", (0.06, 0.35), 0)):
+        write_run(tmp_path, name, model="m", method="random", schedule=schedule, ratios=ratios,
+                  accs={"x": float(ord(name))}, tflops=1.0, seed=seed)
+    write_run(tmp_path, "d", model="m", method="seats", schedule="r10", ratios=(0.06, 0.35), accs={"x": 1.0}, tflops=1.0)
+    (g,) = report.group_runs(report.collect([str(tmp_path)]))
+    assert [(r.label, r.r_label, r.cells["x"][0]) for r in g.rows] == [
+        ("Random (seed=0)", "35 (30-65)", 97.0), ("Random (seed=1)", "35 (30-65)", 98.0),
+        ("Random (seed=0)", "10 (6-35)", 99.0), ("SEATS", "10 (6-35)", 1.0)]
+    assert {label: [r.R for r in rows] for label, rows in report._series(g).items()} == {
+        "Random (seed=0)": [35, 10], "Random (seed=1)": [35], "SEATS": [10]}
+
+
 def test_bad_input_is_one_line_exit_2(tmp_path):
     proc = subprocess.run([str(REPORT), str(tmp_path / "nowhere")], capture_output=True, text=True, env=_env())
     assert proc.returncode == 2 and proc.stderr.strip() == f"seats-exp-report: no such file or folder: {tmp_path / 'nowhere'}"
