@@ -800,7 +800,7 @@ def write_report(runs: list[Run], out_dir: Path) -> tuple[list[Group], dict[str,
     files["report.md"].write_text(format_markdown(groups, plots, out_dir))
     files["report.html"].write_text(format_html(groups, plots))
     for g in groups:
-        for name, p in plots[g.index].items():
+        for p in plots[g.index].values():
             files[p.name] = p
     return groups, files
 

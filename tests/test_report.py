@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_tool
 
 from seats_exp import published, report
-from conftest import require_tool
 
 BIN = Path(sys.executable).parent
 REPORT = BIN / "seats-exp-report"
