@@ -12,5 +12,5 @@ echo "seats-exp main job: 3 runs (full_tokens, random, seats at R=10); log in $s
   || { tail -n 40 "$sweep_dir.log" >&2; exit 1; }
 echo
 echo "== seats-exp main job: tiny Qwen2.5-Omni on the synthetic set, R=10 =="
-.venv/bin/seats-exp-report "$sweep_dir" --markdown "$sweep_dir/report.md" --plot "$sweep_dir/report.png"
+.venv/bin/seats-exp-report "$sweep_dir" --out "$sweep_dir/report"
 echo "output folder: $sweep_dir (one sub-folder per run: config.yaml, result.json, samples.jsonl; log: $sweep_dir.log)"

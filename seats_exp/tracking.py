@@ -27,7 +27,12 @@ def resolve_mode(mode: str) -> str:
 
 
 def flat_summary(result: dict) -> dict:
+    from seats_exp.report import retention
+
     out = {k: result[k] for k in ("accuracy", "n_samples", "n_errors", "wall_time_s") if result.get(k) is not None}
+    R = retention(result.get("method"), result.get("schedule"))
+    if R is not None:
+        out["R"] = R  # overall retention in % (full tokens: 100), the x axis of accuracy-vs-R plots
     for key, value in (result.get("cost") or {}).items():
         if isinstance(value, (int, float)) and value is not None:
             out[f"cost/{key}"] = value
@@ -40,6 +45,19 @@ def flat_summary(result: dict) -> dict:
                 if acc is not None:
                     out[f"{task}/{table}/{category}"] = acc
     return out
+
+
+def history_rows(result: dict) -> list[dict]:
+    """History for the W&B Report's line plots: one row per decoder layer (tokens entering it), then
+    one row with R and the accuracies (x = R across runs, grouped by method)."""
+    cost = result.get("cost") or {}
+    layers = zip(cost.get("tokens_per_layer") or [], cost.get("video_tokens_per_layer") or [],
+                 cost.get("audio_tokens_per_layer") or [])
+    rows = [{"layer": i + 1, "tokens/all": t, "tokens/video": v, "tokens/audio": a} for i, (t, v, a) in enumerate(layers)]
+    summary = flat_summary(result)
+    if "R" in summary:
+        rows.append({k: v for k, v in summary.items() if k == "R" or k.endswith("accuracy")})
+    return rows
 
 
 def log_run(rc, result: dict, records: list[dict], run_dir: Path) -> None:
@@ -57,6 +75,8 @@ def log_run(rc, result: dict, records: list[dict], run_dir: Path) -> None:
         reinit="finish_previous",
     )
     summary = flat_summary(result)
+    for row in history_rows(result):
+        run.log(row)
     for key, value in summary.items():
         run.summary[key] = value
     if rc.logger.log_samples_table and records:

@@ -171,7 +171,17 @@ def test_default_run_offline_wandb_run_reads_back(default_run):
     assert {"accuracy", "n_samples", "n_errors", "wall_time_s", "synthetic/accuracy"} <= set(expected)
     assert {k: run["summary"].get(k) for k in expected} == expected
     internal = {k for k in run["summary"] if k.startswith("_")}
-    assert set(run["summary"]) - internal == set(expected) | {"samples"}
+    assert set(run["summary"]) - internal == set(expected) | {"samples", "layer", "tokens/all", "tokens/video", "tokens/audio"}
+    assert expected["R"] == 100  # full tokens
+    # History for the W&B Report: one row per decoder layer, then R with the accuracies.
+    layers = [h for h in run["history"] if "layer" in h]
+    cost = result["cost"]
+    assert [h["layer"] for h in layers] == list(range(1, 9))
+    assert [h["tokens/video"] for h in layers] == cost["video_tokens_per_layer"]
+    assert [h["tokens/audio"] for h in layers] == cost["audio_tokens_per_layer"]
+    assert [h["tokens/all"] for h in layers] == cost["tokens_per_layer"]
+    (at_r,) = [h for h in run["history"] if "R" in h]
+    assert (at_r["R"], at_r["accuracy"], at_r["synthetic/accuracy"]) == (100, result["accuracy"], result["accuracy"])
 
     config = run["config"]
     assert config["model"]["name"] == result["model"] and config["model"]["family"] == "qwen2_5_omni"
