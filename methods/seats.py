@@ -636,7 +636,37 @@ def _reference_defaults(model: ModelInfo) -> tuple[tuple[int, ...], int, float]:
         )
     reference_layers, drops, late, temperature = _MODEL_DEFAULTS[_FAMILY_REFERENCE[model.family]]
     scale = model.num_layers / reference_layers
-    return tuple(round(d * scale) for d in drops), round(late * scale), temperature
+    return (*scaled_drop_layers(drops, late, scale, model), temperature)
+
+
+def scaled_drop_layers(
+    drops: tuple[int, ...], late: int, scale: float, model: ModelInfo
+) -> tuple[tuple[int, ...], int]:
+    """Reference drop layers and late layer scaled by depth: strictly increasing, below late - 1.
+
+    Each layer becomes round(layer * scale).  Rounding can repeat a layer or reach the late-removal
+    layer (8 layers from the 7B: [5, 5, 6] with late 7, where 6 = late - 1; 12 layers: [7, 8, 9]
+    with late 10): repeats are pushed up to the next free layer, then the list is pushed down
+    from the top so the last drop is at most late - 2 (Stage III runs after late - 1, and a drop
+    there collides with it, seats-reference section 2 item 10).  A model too shallow to hold the
+    drops below the late layer is refused.
+    """
+    late_scaled = round(late * scale)
+    layers = [round(d * scale) for d in drops]
+    for i in range(1, len(layers)):  # strictly increasing
+        layers[i] = max(layers[i], layers[i - 1] + 1)
+    ceiling = late_scaled - 2  # highest layer a drop may use
+    for i in range(len(layers) - 1, -1, -1):  # below late - 1, keeping the gaps where there is room
+        layers[i] = min(layers[i], ceiling)
+        ceiling = layers[i] - 1
+    if layers and layers[0] < 1:
+        raise _error(
+            "drop_layers",
+            f"the {len(drops)} reference drop layers {list(drops)} (late layer {late}) do not fit below the "
+            f"scaled late layer {late_scaled} of the {model.num_layers}-layer model {model.variant!r}; "
+            "set method.drop_layers and method.late_block_layer explicitly",
+        )
+    return tuple(layers), late_scaled
 
 
 def resolve_settings(params: dict[str, Any], video_ratio: float, audio_ratio: float, model: ModelInfo) -> SeatsSettings:

@@ -29,11 +29,18 @@ from seats_exp.selection import AUDIO_ATTN, AUDIO_KEYS, VIDEO_ATTN, VIDEO_KEYS, 
 _AUDIO_UNITS_PER_SECOND = {"qwen2_5_omni": 50.0, "qwen3_omni": 26.0}
 
 
-def window_attention_received(q: torch.Tensor, k: torch.Tensor, window: int, max_block: int = 1 << 26):
+# Elements of one batched [W, H, n, n] probability block.  Small blocks stay in cache and bound the
+# memory peak; every window is computed alone either way, so the scores do not depend on it
+# (a 5.6k-token input on the CPU bench: 0.41 s and +93 MiB at 1 << 20 vs 0.61 s and +359 MiB at
+# 1 << 26, bit-identical scores; docs/benchmarks.md).
+MAX_BLOCK_ELEMENTS = 1 << 20
+
+
+def window_attention_received(q: torch.Tensor, k: torch.Tensor, window: int, max_block: int = MAX_BLOCK_ELEMENTS):
     """q, k: [N, H, d].  Returns [N] scores: attention received per unit within consecutive windows.
 
     Full windows are batched; the shorter tail window is computed on its own.  ``max_block`` bounds
-    the number of elements of one batched [W, H, n, n] probability block.
+    the number of elements of one batched [W, H, n, n] probability block (at least one window).
     """
     n_units, heads, d = q.shape
     scale = 1.0 / math.sqrt(d)
@@ -42,7 +49,8 @@ def window_attention_received(q: torch.Tensor, k: torch.Tensor, window: int, max
 
     def score(qw: torch.Tensor, kw: torch.Tensor) -> torch.Tensor:  # [W, n, H, d] -> [W, n]
         qh, kh = qw.transpose(1, 2), kw.transpose(1, 2)  # [W, H, n, d]
-        probs = torch.softmax((qh @ kh.transpose(-1, -2)).float() * scale, dim=-1).to(q.dtype)
+        logits = (qh @ kh.transpose(-1, -2)).float()  # a fresh tensor: scale it in place
+        probs = torch.softmax(logits.mul_(scale), dim=-1).to(q.dtype)
         return probs.mean(dim=1).sum(dim=1)  # head mean, then column sum -> [W, n]
 
     if full:
@@ -66,6 +74,7 @@ class EncoderStatsCollector:
         self._handles: list = []
         self._grid_thw: torch.Tensor | None = None
         self._stats = EncoderStats()
+        self.clock = None  # set by the engine per prefill: the hooks' own time goes to clock.stat_spans
 
     # -- lifecycle --------------------------------------------------------------------------------
     def attach(self) -> None:
@@ -74,10 +83,24 @@ class EncoderStatsCollector:
         if self.needs & {VIDEO_ATTN, VIDEO_KEYS}:
             visual = self.adapter.vision_encoder
             self._handles.append(visual.register_forward_pre_hook(self._on_visual_start, with_kwargs=True))
-            self._handles.append(visual.blocks[-1].attn.register_forward_pre_hook(self._on_last_vit_attn, with_kwargs=True))
+            self._handles.append(visual.blocks[-1].attn.register_forward_pre_hook(
+                self._timed(self._on_last_vit_attn), with_kwargs=True))
         if self.needs & {AUDIO_ATTN, AUDIO_KEYS}:
             audio = self.adapter.audio_encoder
-            self._handles.append(audio.layers[-1].self_attn.register_forward_pre_hook(self._on_last_audio_attn, with_kwargs=True))
+            self._handles.append(audio.layers[-1].self_attn.register_forward_pre_hook(
+                self._timed(self._on_last_audio_attn), with_kwargs=True))
+
+    def _timed(self, hook):
+        def timed(module, args, kwargs):
+            clock = self.clock
+            if clock is None:
+                return hook(module, args, kwargs)
+            start = clock.now()
+            out = hook(module, args, kwargs)
+            clock.stat_spans.append((start, clock.now()))
+            return out
+
+        return timed
 
     def detach(self) -> None:
         for h in self._handles:
