@@ -511,8 +511,7 @@ def run_bench(b: dict, out_dir: str | Path) -> dict:
 # (item/bool/int/float/index/tolist), ops whose output size depends on the data (nonzero,
 # masked_select, unique, bincount, repeat_interleave with tensor repeats), and boolean-mask indexing.
 _READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__"}
-_DATA_DEPENDENT = {"nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "bincount",
-                   "nonzero_static"}
+_DATA_DEPENDENT = {"nonzero", "argwhere", "masked_select", "unique", "unique_consecutive", "bincount"}
 _INDEXING = {"__getitem__", "__setitem__", "index_put", "index_put_"}
 
 
@@ -530,27 +529,41 @@ def _has_bool_index(args) -> bool:
 class HostSyncCounter(torch.overrides.TorchFunctionMode):
     """Counts host-sync calls (see ``_READS``/``_DATA_DEPENDENT``/boolean-mask indexing) by call site.
 
-    ``counts`` maps "file:function" of the innermost frame inside this repository (seats_exp/,
-    methods/) to the number of calls; calls made only from library code (transformers, torch) are
-    grouped under "library".  Works on CPU tensors too: it counts the calls, not the waits.
+    ``counts`` maps "file:function" of the innermost frame inside this repository's packages
+    (seats_exp/, methods/, evaluation/) to the number of calls; calls made only from library code (transformers, torch) are
+    grouped under "library".  ``at_cuts`` / ``outside_cuts`` split the repository's calls: at a cut
+    = inside a selector hook the engine times, or the engine applying its result (``post``,
+    ``_cut_llm_inputs``); outside = everything else (engine bookkeeping, encoder statistics, layer
+    pre-hooks).  Works on CPU tensors too: it counts the calls, not the waits.
     """
+
+    _CUT_FRAMES = {"_timed", "post", "_cut_llm_inputs"}
 
     def __init__(self):
         super().__init__()
         self.counts: dict[str, int] = {}
+        self.at_cuts = 0
+        self.outside_cuts = 0
         self._root = str(Path(__file__).resolve().parent.parent)
+        self._packages = tuple(os.path.join(self._root, d) + os.sep for d in ("seats_exp", "methods", "evaluation"))
+        self._engine = str(Path(__file__).resolve().parent / "engine.py")
 
-    def _site(self) -> str:
+    def _ours(self, name: str) -> bool:
+        return (name.startswith(self._packages)
+                and not name.endswith(("seats_exp/bench.py", "seats_exp/cli.py")))
+
+    def _site(self) -> tuple[str, bool | None]:
         import sys
 
-        frame = sys._getframe(2)
+        frame, site = sys._getframe(2), None
         while frame is not None:
             name = frame.f_code.co_filename
-            if name.startswith(self._root) and "/.venv/" not in name and not name.endswith("seats_exp/bench.py"):
-                rel = os.path.relpath(name, self._root)
-                return f"{rel}:{frame.f_code.co_name}"
+            if site is None and self._ours(name):
+                site = f"{os.path.relpath(name, self._root)}:{frame.f_code.co_name}"
+            if name == self._engine and frame.f_code.co_name in self._CUT_FRAMES:
+                return site, True
             frame = frame.f_back
-        return "library"
+        return site or "library", (False if site else None)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -559,8 +572,12 @@ class HostSyncCounter(torch.overrides.TorchFunctionMode):
                 or (name == "repeat_interleave" and len(args) > 1 and isinstance(args[1], torch.Tensor))
                 or (name in _INDEXING and _has_bool_index(args)))
         if sync:
-            site = self._site()
+            site, at_cut = self._site()
             self.counts[site] = self.counts.get(site, 0) + 1
+            if at_cut:
+                self.at_cuts += 1
+            elif at_cut is False:
+                self.outside_cuts += 1
         return func(*args, **kwargs)
 
     def total(self, include_library: bool = False) -> int:

@@ -75,6 +75,7 @@ class EncoderStatsCollector:
         self._grid_thw: torch.Tensor | None = None
         self._stats = EncoderStats()
         self.clock = None  # set by the engine per prefill: the hooks' own time goes to clock.stat_spans
+        self._reverse_cache: dict[tuple, torch.Tensor | None] = {}  # Qwen2.5 ViT window order, per grid
 
     # -- lifecycle --------------------------------------------------------------------------------
     def attach(self) -> None:
@@ -143,9 +144,14 @@ class EncoderStatsCollector:
         dtype = self._dtype(hidden)
         q, k = q.to(dtype), k.to(dtype)
         merge = self.adapter.spatial_merge_size ** 2
-        patches_per_grid = int(grid[0, 1] * grid[0, 2])
+        grid_key = (tuple(tuple(row) for row in grid.tolist()), str(hidden.device))  # the hook's one host read
+        patches_per_grid = grid_key[0][0][1] * grid_key[0][0][2]
         window = max(1, int(self.request.video_window_grids)) * patches_per_grid
-        reverse = self._window_reverse(grid, hidden.device)
+        if grid_key not in self._reverse_cache:
+            if len(self._reverse_cache) >= 16:
+                self._reverse_cache.clear()
+            self._reverse_cache[grid_key] = self._window_reverse(grid, hidden.device)
+        reverse = self._reverse_cache[grid_key]
         if VIDEO_ATTN in self.needs:
             scores = window_attention_received(q, k, window)  # [N]
             pooled = scores.reshape(-1, merge).mean(dim=1)  # [N / 4] in encoder order
