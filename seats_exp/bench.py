@@ -238,6 +238,7 @@ class Meter:
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.can_reset_rss = not self.cuda and os.access("/proc/self/clear_refs", os.W_OK)
+        self.process_peak_kib = _status_kib("VmHWM")  # the largest peak RSS seen (model build included)
 
     def __call__(self, fn) -> tuple[float, int | None]:
         if self.cuda:
@@ -258,6 +259,8 @@ class Meter:
         fn()
         dt = time.thread_time() - t0
         peak = _status_kib("VmHWM") if base is not None else None
+        if peak is not None:
+            self.process_peak_kib = max(self.process_peak_kib or 0, peak)
         return dt, (peak - base) * 1024 if peak is not None else None
 
 
@@ -381,6 +384,9 @@ def format_table(result: dict) -> str:
             lines.append(f"engine attached with full_tokens vs no engine: {100 * ref['engine_overhead_vs_none']:+.2f}% "
                          "(total time)")
         lines.append("")
+    if result.get("process_peak_rss_bytes"):
+        lines.append(f"process peak RSS: {result['process_peak_rss_bytes'] / 2**30:.2f} GiB; "
+                     f"wall time {result['wall_seconds']:.0f} s")
     lines.append("FLOPs_x: meter ratio full/method (full S^2 attention, LM head on every remaining position); "
                  "causal_x: the same with causal-half attention; llm_x / total_x: measured LLM-prefill / whole-"
                  "forward time ratio full_tokens/method; ovh%: (encoder statistics + selection) / full_tokens "
@@ -492,6 +498,7 @@ def run_bench(b: dict, out_dir: str | Path) -> dict:
         "dims": vars(dims) | {"moe_layers": list(dims.moe_layers)},
         "methods": names, "schedules": schedules, "repeats": int(b["repeats"]), "warmup": int(b["warmup"]),
         "warmup_tokens": warm.tokens, "build_seconds": built,
+        "process_peak_rss_bytes": None if meter.process_peak_kib is None else meter.process_peak_kib * 1024,
         "lengths": lengths_out,
         "wall_seconds": time.perf_counter() - started,
     }

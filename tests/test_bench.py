@@ -101,6 +101,8 @@ def test_bench_bad_setting_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "bench.tokens" in lines[0]
     proc = _run_cli("bench=tiny", "bench.methods=[nope]", f"hydra.run.dir={tmp_path / 'c'}", cwd=tmp_path)
     assert proc.returncode == 2 and "bench.methods" in proc.stderr and "not registered" in proc.stderr
+    proc = _run_cli(f"hydra.run.dir={tmp_path / 'd'}", cwd=tmp_path)  # no preset chosen
+    assert proc.returncode == 2 and "bench=cpu_scaled" in proc.stderr
 
 
 def test_every_method_builds_from_its_yaml_for_a_non_reference_depth():
