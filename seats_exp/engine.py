@@ -363,7 +363,7 @@ class Engine:
 
     def _score_last_text(self, module_index: int, hidden: torch.Tensor, score_dtype=None) -> torch.Tensor:
         st = self._state
-        # the last text position (the last token without text), as a device tensor: no host sync
+        # the last text position (the last token when there is no text), as a device tensor: no host sync
         length = st.modality.shape[0]
         order = torch.arange(length, device=st.modality.device)
         last = torch.where(st.modality == TEXT, order, -1).max()
