@@ -29,6 +29,7 @@ Writes ``bench.json`` (every repeat, medians, spreads, ratios) and prints one ta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -384,6 +385,10 @@ def format_table(result: dict) -> str:
             lines.append(f"engine attached with full_tokens vs no engine: {100 * ref['engine_overhead_vs_none']:+.2f}% "
                          "(total time)")
         lines.append("")
+    if result.get("host_syncs"):
+        lines.append(f"host-sync calls per prefill ({result['warmup_tokens']}-token input; repository code; at the cuts / "
+                     "outside): " + ", ".join(f"{k} {h['total']} ({h['at_cuts']}/{h['outside_cuts']})"
+                                             for k, h in result["host_syncs"].items()))
     if result.get("process_peak_rss_bytes"):
         lines.append(f"process peak RSS: {result['process_peak_rss_bytes'] / 2**30:.2f} GiB; "
                      f"wall time {result['wall_seconds']:.0f} s")
@@ -446,10 +451,10 @@ def run_bench(b: dict, out_dir: str | Path) -> dict:
     built = time.perf_counter() - started
     meter = Meter(device)
 
-    def one(variant: Variant, inp: BenchInput) -> dict:
+    def one(variant: Variant, inp: BenchInput, counter: HostSyncCounter | None = None) -> dict:
         def forward():
             thinker.model.rope_deltas = None
-            with torch.inference_mode():
+            with torch.inference_mode(), (counter or contextlib.nullcontext()):
                 out = thinker(**inp.kwargs)
             del out
 
@@ -462,6 +467,7 @@ def run_bench(b: dict, out_dir: str | Path) -> dict:
         return {"total": total, "peak_memory_bytes": peak, **_record_fields(rec)}
 
     lengths_out = []
+    host_syncs: dict[str, dict] = {}
     warm = build_input(thinker, b, int(b.get("warmup_tokens") or min(b["tokens"])), device, dtype)
     for tokens in b["tokens"]:
         inp = build_input(thinker, b, int(tokens), device, dtype)
@@ -470,6 +476,14 @@ def run_bench(b: dict, out_dir: str | Path) -> dict:
         for _ in range(int(b["warmup"])):
             for v in variants:
                 one(v, warm)
+        if b.get("count_host_syncs", True) and not host_syncs:
+            for v in variants:  # one untimed prefill of the warm-up input per variant, counted
+                one(v, warm)  # (the first prefill of a grid shape also builds cached layouts)
+                counter = HostSyncCounter()
+                one(v, warm, counter)  # counts the forward only (the record is read after it)
+                host_syncs[v.key] = {"total": counter.total(), "at_cuts": counter.at_cuts,
+                                     "outside_cuts": counter.outside_cuts, "library": counter.counts.get("library", 0),
+                                     "by_site": {k: n for k, n in counter.counts.items() if k != "library"}}
         for rnd in range(int(b["repeats"])):
             shift = rnd % len(variants)
             for v in variants[shift:] + variants[:shift]:
@@ -498,6 +512,7 @@ def run_bench(b: dict, out_dir: str | Path) -> dict:
         "dims": vars(dims) | {"moe_layers": list(dims.moe_layers)},
         "methods": names, "schedules": schedules, "repeats": int(b["repeats"]), "warmup": int(b["warmup"]),
         "warmup_tokens": warm.tokens, "build_seconds": built,
+        "host_syncs": host_syncs,  # per variant, one prefill of the warm-up input (HostSyncCounter)
         "process_peak_rss_bytes": None if meter.process_peak_kib is None else meter.process_peak_kib * 1024,
         "lengths": lengths_out,
         "wall_seconds": time.perf_counter() - started,

@@ -91,7 +91,11 @@ def test_bench_tiny_prints_the_table_writes_json_and_covers_every_method(tmp_pat
     assert seats["encoder_stats"] > 0 and seats["selection_before_llm"] > 0 and seats["selection_in_llm"] > 0
     assert [e[2] for e in seats["events"]] == ["stage1", "stage2.1", "stage2.2", "stage2.3", "stage3"]
     assert seats["settings"]["drop_layers"] == [3, 4, 5] and seats["flops_ratio"] > 1
-    assert "FLOPs_x" in proc.stdout and "bench JSON:" in proc.stdout
+    assert "FLOPs_x" in proc.stdout and "bench JSON:" in proc.stdout and "host-sync calls per prefill" in proc.stdout
+    syncs = result["host_syncs"]
+    assert set(syncs) == expected and syncs["none"]["total"] == 0
+    assert syncs["full_tokens"]["total"] <= FULL_TOKENS_MAX_SYNCS
+    assert syncs["seats@r10"]["outside_cuts"] <= SEATS_MAX_OUTSIDE_CUTS
 
 
 def test_bench_bad_setting_is_one_line_and_exit_2(tmp_path):
