@@ -117,7 +117,7 @@ class _CallState:
         self.pruned = False
         self.clock: _Clock | None = None
         self.record = PrefillRecord()
-        # per-modality counts of each stretch of layers, on the modality's device: one [3] bincount
+        # per-modality counts of each stretch of layers, on the modality's device: one [3] count
         # per cut, read to the host once per prefill (no host sync in the layer pre-hook)
         self.segment_counts: list[torch.Tensor] = []
         self.layer_segment: list[int] = []  # index into segment_counts for every executed layer
