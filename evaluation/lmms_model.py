@@ -212,6 +212,7 @@ class SeatsOmni(lmms):
             "prefill_flops": flops,
             "prefill_flops_full": full,
             "time_encoders": rec.timings.get("encoders"),
+            "time_encoder_stats": rec.timings.get("encoder_stats"),  # None without a statistics collector
             "time_selection": rec.timings.get("selection"),
             "time_llm_prefill": rec.timings.get("llm_prefill"),
             "peak_memory_bytes": rec.peak_memory_bytes,

@@ -275,26 +275,55 @@ class Stage2Windows:
     num_windows: int
 
 
-def _run_ids(positions: torch.Tensor) -> torch.Tensor:
-    """Index of the contiguous run each (ascending) position belongs to. positions: [N] -> [N]."""
-    if positions.numel() == 0:
-        return positions.new_zeros(0)
-    breaks = (positions[1:] - positions[:-1]) > 1  # [N-1]
-    return torch.cat([breaks.new_zeros(1, dtype=torch.long), breaks.long().cumsum(0)])
+@dataclass
+class MediaLayout:
+    """Where the video and audio tokens of the current sequence are, read to the host once.
+
+    One host read gives the token counts and the number of contiguous runs of each modality; the
+    positions then come from ``nonzero_static`` (sized, so no further device-to-host wait), and
+    every gather/scatter below uses these index tensors instead of boolean masks.
+    """
+
+    video_mask: torch.Tensor  # bool [S]
+    audio_mask: torch.Tensor  # bool [S]
+    video_start: torch.Tensor  # bool [S]: first token of a video run
+    audio_start: torch.Tensor  # bool [S]
+    num_video: int
+    num_audio: int
+    num_video_runs: int
+    num_audio_runs: int
+    video_index: torch.Tensor  # long [V] positions, ascending
+    audio_index: torch.Tensor  # long [A]
+
+    @classmethod
+    def of(cls, modality: torch.Tensor) -> "MediaLayout":
+        video, audio = modality == VIDEO, modality == AUDIO  # [S]
+        video_start = video & ~torch.cat([video.new_zeros(1), video[:-1]])
+        audio_start = audio & ~torch.cat([audio.new_zeros(1), audio[:-1]])
+        counts = torch.stack([video.sum(), audio.sum(), video_start.sum(), audio_start.sum()]).tolist()  # one read
+        num_video, num_audio, video_runs, audio_runs = (int(c) for c in counts)
+        return cls(video, audio, video_start, audio_start, num_video, num_audio, video_runs, audio_runs,
+                   torch.nonzero_static(video, size=num_video).flatten(),
+                   torch.nonzero_static(audio, size=num_audio).flatten())
 
 
-def contiguity_windows(modality: torch.Tensor) -> Stage2Windows:
+def _window_sizes(window: torch.Tensor, num_windows: int) -> torch.Tensor:
+    """Tokens per window, long [nw] (``bincount`` with a known length: no device-to-host wait)."""
+    return torch.zeros(num_windows, dtype=torch.long, device=window.device).index_add_(
+        0, window, torch.ones_like(window))
+
+
+def contiguity_windows(modality: torch.Tensor, layout: MediaLayout | None = None) -> Stage2Windows:
     """Faithful windows (9.3): i-th video run with i-th audio run, then leftover runs.
 
     modality: long [S].  Upstream appends leftover video runs, then leftover audio runs, as
     single-modality windows; only one modality can have leftovers, so in every case window i is
     simply "run i of each modality" and there are max(#video runs, #audio runs) windows.
     """
-    video_run = _run_ids(torch.nonzero(modality == VIDEO).flatten())  # [V]
-    audio_run = _run_ids(torch.nonzero(modality == AUDIO).flatten())  # [A]
-    num_video_runs = int(video_run[-1]) + 1 if video_run.numel() else 0
-    num_audio_runs = int(audio_run[-1]) + 1 if audio_run.numel() else 0
-    return Stage2Windows(video_run, audio_run, max(num_video_runs, num_audio_runs))
+    layout = layout or MediaLayout.of(modality)
+    video_run = (torch.cumsum(layout.video_start, 0) - 1).index_select(0, layout.video_index)  # [V]
+    audio_run = (torch.cumsum(layout.audio_start, 0) - 1).index_select(0, layout.audio_index)  # [A]
+    return Stage2Windows(video_run, audio_run, max(layout.num_video_runs, layout.num_audio_runs))
 
 
 def time_windows(modality: torch.Tensor, token_time: torch.Tensor, window_seconds: float) -> Stage2Windows:
@@ -351,17 +380,20 @@ def inter_window_budget(
     audio_total: int,
     temperature: float,
     window_weighting: str = "softmax_mean",
+    sizes: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Combined budget per window (section 9.4).  Returns wv, wa (float32 [nw]) and b (long [nw]).
 
     ``softmax_mean`` (faithful): wv = softmax(mean video relevance / T) over windows, wa likewise,
     w = (wv + wa) / 2.  ``size_proportional``: w = cap / sum(cap), and wv, wa = each modality's
     size share (used by the intra-window split).  Then b = clamp(round32(w * K), 1, cap) and the
-    fix-up loop makes sum(b) == K where caps allow.
+    fix-up loop makes sum(b) == K where caps allow.  ``sizes``: the (video, audio) tokens per window
+    when the caller has them already.
     """
     num_windows = windows.num_windows
-    video_size = torch.bincount(windows.video_window, minlength=num_windows)  # [nw]
-    audio_size = torch.bincount(windows.audio_window, minlength=num_windows)  # [nw]
+    if sizes is None:
+        sizes = _window_sizes(windows.video_window, num_windows), _window_sizes(windows.audio_window, num_windows)
+    video_size, audio_size = sizes  # [nw] each
     cap = video_size + audio_size  # [nw]
     if window_weighting == "softmax_mean":
         video_sum = torch.zeros(num_windows, dtype=torch.float32, device=cap.device).index_add_(
@@ -383,7 +415,8 @@ def inter_window_budget(
         raise ValueError(f"unknown window_weighting {window_weighting!r}")
     combined_total = video_total + audio_total
     budget = torch.minimum(torch.round(window_weight * combined_total).long().clamp(min=1), cap)
-    balanced = _balance_budgets(budget.tolist(), cap.tolist(), combined_total)
+    budget_list, cap_list = torch.stack([budget, cap]).tolist()  # the fix-up loop runs on the host: one read
+    balanced = _balance_budgets(budget_list, cap_list, combined_total)
     budget = torch.tensor(balanced, dtype=torch.long, device=cap.device)
     return video_weight, audio_weight, budget
 
@@ -432,7 +465,8 @@ def descending_order(scores: torch.Tensor, tie_break: str = "stable") -> torch.T
 
 
 def windowed_topk(
-    scores: torch.Tensor, window: torch.Tensor, window_budget: torch.Tensor, tie_break: str = "stable"
+    scores: torch.Tensor, window: torch.Tensor, window_budget: torch.Tensor, tie_break: str = "stable",
+    window_count: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Keep each window's ``window_budget`` best tokens (section 9.6).
 
@@ -447,7 +481,8 @@ def windowed_topk(
     # Group by window while preserving the score order inside each window (always stable).
     grouped = by_score[torch.argsort(window[by_score], stable=True)]  # [N]
     grouped_window = window[grouped]
-    window_count = torch.bincount(window, minlength=window_budget.numel())  # [nw]
+    if window_count is None:
+        window_count = _window_sizes(window, window_budget.numel())  # [nw]
     window_start = window_count.cumsum(0) - window_count
     rank_in_window = torch.arange(num_tokens, device=scores.device) - window_start[grouped_window]  # [N]
     keep[grouped] = rank_in_window < window_budget[grouped_window]
@@ -492,36 +527,40 @@ def stage2_keep_mask(
     windows: Stage2Windows | None = None,
     window_weighting: str = "softmax_mean",
     tie_break: str = "stable",
+    layout: MediaLayout | None = None,
 ) -> Stage2Result:
     """One Stage-II step (sections 9.2-9.7) over the current sequence.
 
     modality: long [S]; scores: [S] relevance of every position (model dtype in the faithful mode).
-    ``windows`` defaults to the faithful contiguity windows.  Text is always kept.
+    ``windows`` defaults to the faithful contiguity windows.  Text is always kept.  ``layout``: the
+    sequence's ``MediaLayout`` when the caller has it (host reads: the layout's one, the budget
+    fix-up's one).
     """
-    video_mask = modality == VIDEO  # [S]
-    audio_mask = modality == AUDIO
-    video_scores = scores[video_mask]  # [V]
-    audio_scores = scores[audio_mask]  # [A]
-    num_video, num_audio = video_scores.numel(), audio_scores.numel()
+    layout = layout or MediaLayout.of(modality)
+    video_index, audio_index = layout.video_index, layout.audio_index  # [V], [A]
+    video_scores = scores.index_select(0, video_index)  # [V]
+    audio_scores = scores.index_select(0, audio_index)  # [A]
+    num_video, num_audio = layout.num_video, layout.num_audio
     video_total, audio_total = stage2_totals(num_video, num_audio, video_keep_ratio, audio_keep_ratio)
     keep = torch.ones(modality.numel(), dtype=torch.bool, device=modality.device)
     if windows is None:
-        windows = contiguity_windows(modality)
+        windows = contiguity_windows(modality, layout)
     if windows.num_windows <= 1 or num_video == 0 or num_audio == 0:
-        keep[video_mask] = global_topk(video_scores, video_total, tie_break)
-        keep[audio_mask] = global_topk(audio_scores, audio_total, tie_break)
+        keep[video_index] = global_topk(video_scores, video_total, tie_break)
+        keep[audio_index] = global_topk(audio_scores, audio_total, tie_break)
         return Stage2Result(keep, video_total, audio_total, windowed=False)
 
+    video_size = _window_sizes(windows.video_window, windows.num_windows)  # [nw], computed once
+    audio_size = _window_sizes(windows.audio_window, windows.num_windows)
     video_weight, audio_weight, budget = inter_window_budget(
-        video_scores, audio_scores, windows, video_total, audio_total, temperature, window_weighting
+        video_scores, audio_scores, windows, video_total, audio_total, temperature, window_weighting,
+        sizes=(video_size, audio_size),
     )
-    video_size = torch.bincount(windows.video_window, minlength=windows.num_windows)
-    audio_size = torch.bincount(windows.audio_window, minlength=windows.num_windows)
     video_budget, audio_budget = intra_window_split(
         budget, video_weight, audio_weight, video_size, audio_size, video_total, audio_total
     )
-    keep[video_mask] = windowed_topk(video_scores, windows.video_window, video_budget, tie_break)
-    keep[audio_mask] = windowed_topk(audio_scores, windows.audio_window, audio_budget, tie_break)
+    keep[video_index] = windowed_topk(video_scores, windows.video_window, video_budget, tie_break, video_size)
+    keep[audio_index] = windowed_topk(audio_scores, windows.audio_window, audio_budget, tie_break, audio_size)
     return Stage2Result(
         keep, video_total, audio_total, True, video_weight, audio_weight, budget, video_budget, audio_budget
     )
@@ -639,7 +678,30 @@ def _reference_defaults(model: ModelInfo) -> tuple[tuple[int, ...], int, float]:
         )
     reference_layers, drops, late, temperature = _MODEL_DEFAULTS[_FAMILY_REFERENCE[model.family]]
     scale = model.num_layers / reference_layers
-    return tuple(round(d * scale) for d in drops), round(late * scale), temperature
+    return (*scaled_drop_layers(drops, late, scale), temperature)
+
+
+def scaled_drop_layers(drops: tuple[int, ...], late: int, scale: float) -> tuple[tuple[int, ...] | None, int]:
+    """Reference drop layers and late layer scaled by depth: strictly increasing, below late - 1.
+
+    Each layer becomes round(layer * scale).  Rounding can repeat a layer or reach the late-removal
+    layer (8 layers from the 7B: [5, 5, 6] with late 7, where 6 = late - 1; 12 layers: [7, 8, 9]
+    with late 10): repeats are pushed up to the next free layer, then the list is pushed down
+    from the top so the last drop is at most late - 2 (Stage III runs after late - 1, and a drop
+    there collides with it, seats-reference section 2 item 10).  Drop layers ``None``: the model
+    is too shallow to hold them below the late layer (``resolve_settings`` refuses ``auto`` then).
+    """
+    late_scaled = round(late * scale)
+    layers = [round(d * scale) for d in drops]
+    for i in range(1, len(layers)):  # strictly increasing
+        layers[i] = max(layers[i], layers[i - 1] + 1)
+    ceiling = late_scaled - 2  # highest layer a drop may use
+    for i in range(len(layers) - 1, -1, -1):  # below late - 1, keeping the gaps where there is room
+        layers[i] = min(layers[i], ceiling)
+        ceiling = layers[i] - 1
+    if layers and layers[0] < 1:
+        return None, late_scaled
+    return tuple(layers), late_scaled
 
 
 def resolve_settings(params: dict[str, Any], video_ratio: float, audio_ratio: float, model: ModelInfo) -> SeatsSettings:
@@ -672,6 +734,13 @@ def resolve_settings(params: dict[str, Any], video_ratio: float, audio_ratio: fl
     auto_drops, auto_late, auto_temperature = (None, None, None)
     if "auto" in (p["drop_layers"], p["late_block_layer"], p["temperature"]):
         auto_drops, auto_late, auto_temperature = _reference_defaults(model)
+    if p["drop_layers"] == "auto" and auto_drops is None:
+        raise _error(
+            "drop_layers",
+            f"the reference drop layers of {_FAMILY_REFERENCE[model.family]} do not fit below the scaled late "
+            f"layer {auto_late} of the {model.num_layers}-layer model {model.variant!r} (they must increase "
+            "strictly and stay below late_block_layer - 1); set method.drop_layers (and method.late_block_layer)",
+        )
     drop_layers = auto_drops if p["drop_layers"] == "auto" else _parse_layers("drop_layers", p["drop_layers"])
     late = auto_late if p["late_block_layer"] == "auto" else p["late_block_layer"]
     temperature = auto_temperature if p["temperature"] == "auto" else _positive_number("temperature", p["temperature"])
@@ -783,20 +852,26 @@ class Seats(BaseSelector):
         if self.inert or ctx.embeds is None:
             return None
         keep = torch.ones(ctx.length, dtype=torch.bool, device=ctx.modality.device)  # [S]
-        for code, attention, encoder_ratio, window_tokens in (
-            (VIDEO, ctx.stats.video_attn, self.video_encoder_ratio, self._video_window_tokens(ctx)),
-            (AUDIO, ctx.stats.audio_attn, self.audio_encoder_ratio, self.audio_window_tokens),
+        masks = (ctx.modality == VIDEO, ctx.modality == AUDIO)  # [S] each
+        counts = torch.stack([m.sum() for m in masks]).tolist()  # one host read for both modalities
+        dropped = False
+        for code, mask, count, attention, encoder_ratio, window_tokens in (
+            (VIDEO, masks[0], counts[0], ctx.stats.video_attn, self.video_encoder_ratio, self._video_window_tokens(ctx)),
+            (AUDIO, masks[1], counts[1], ctx.stats.audio_attn, self.audio_encoder_ratio, self.audio_window_tokens),
         ):
-            mask = ctx.modality == code  # [S]
-            count = int(mask.sum())
             if count == 0 or attention is None or encoder_ratio >= 1.0 or window_tokens <= 0:
                 continue
             if attention.numel() != count:
                 raise ValueError(
                     f"SEATS Stage I: {attention.numel()} encoder scores for {count} tokens of modality {code}"
                 )
-            keep[mask] = stage1_keep_mask(ctx.embeds[mask], attention.reshape(-1), window_tokens, encoder_ratio)
-        return None if bool(keep.all()) else Selection(keep, label="stage1")
+            positions = torch.nonzero_static(mask, size=count).flatten()  # [N], sized: no host wait
+            keep[positions] = stage1_keep_mask(
+                ctx.embeds.index_select(0, positions), attention.reshape(-1), window_tokens, encoder_ratio
+            )
+            # Stage I keeps exactly the planned count (every window keeps its k distinct tokens)
+            dropped |= _stage1_planned_count(count, window_tokens, encoder_ratio) < count
+        return Selection(keep, label="stage1") if dropped else None
 
     def _relevance(self, ctx: SelectionContext, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         """Last-text-token attention over the current sequence, [S_cur] (section 9.1)."""
@@ -812,19 +887,20 @@ class Seats(BaseSelector):
             return ctx.score_last_text(module_index, hidden, score_dtype=torch.float32).reshape(-1)
         return ctx.score_last_text(module_index, hidden).reshape(-1)
 
-    def _stage2_windows(self, ctx: SelectionContext) -> Stage2Windows:
+    def _stage2_windows(self, ctx: SelectionContext, layout: MediaLayout | None = None) -> Stage2Windows:
         if self.settings.windows == "time":
             return time_windows(ctx.modality, ctx.token_time, self.settings.window_seconds)
-        return contiguity_windows(ctx.modality)
+        return contiguity_windows(ctx.modality, layout)
 
     def after_layer(self, layer: int, hidden: torch.Tensor, ctx: SelectionContext) -> Selection | None:
         """Stage II at a drop layer, then Stage III at late_block_layer - 1, as one keep mask."""
         if self.inert:
             return None
-        keep = torch.ones(ctx.length, dtype=torch.bool, device=ctx.modality.device)  # [S_cur]
-        labels = []
-        has_media = bool((ctx.modality != TEXT).any())
-        if layer in self.settings.drop_layers and has_media:
+        if layer in self.settings.drop_layers:
+            # Stage II (a drop layer is never the Stage-III layer: validated in resolve_settings)
+            layout = MediaLayout.of(ctx.modality)  # one host read: counts and runs
+            if layout.num_video + layout.num_audio == 0:
+                return None
             step = self.settings.drop_layers.index(layer)
             scores = self._relevance(ctx, layer, hidden)  # [S_cur]
             result = stage2_keep_mask(
@@ -833,16 +909,16 @@ class Seats(BaseSelector):
                 self.video_keep[step],
                 self.audio_keep[step],
                 temperature=self.settings.temperature,
-                windows=self._stage2_windows(ctx),
+                windows=self._stage2_windows(ctx, layout),
                 window_weighting=self.settings.window_weighting,
                 tie_break=self.settings.tie_break,
+                layout=layout,
             )
-            keep &= result.keep
-            labels.append(f"stage2.{step + 1}")
-        if layer == self.stage3_layer and has_media:
-            keep &= ctx.text_mask
-            labels.append("stage3")
-        return None if bool(keep.all()) else Selection(keep, label="+".join(labels))
+            return Selection(result.keep, label=f"stage2.{step + 1}")  # the engine skips a keep-all mask
+        if layer == self.stage3_layer:
+            keep = ctx.text_mask
+            return None if bool(keep.all()) else Selection(keep, label="stage3")
+        return None
 
     # -- plan mode --------------------------------------------------------------------------
     def plan(self, inp: PlanInput) -> PlanCounts:

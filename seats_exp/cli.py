@@ -4,6 +4,7 @@
     seats-exp method=seats schedule=r10         # any group option
     seats-exp -m method=full_tokens,seats       # a multirun sweep
     seats-exp mode=plan model=qwen2_5_omni_7b method=seats schedule=r10 plan.json=true
+    seats-exp mode=bench bench=cpu_scaled       # every method x R x length, timed (conf/bench/)
 """
 
 from __future__ import annotations
@@ -43,6 +44,19 @@ def main(cfg: DictConfig) -> float | None:
         from seats_exp.plan import run_plan
 
         run_plan(rc)
+        return None
+    if rc.mode == "bench":
+        from seats_exp.bench import BenchConfigError, run_bench
+
+        try:
+            if cfg.get("bench") is None:
+                raise BenchConfigError("mode=bench needs a preset: bench=cpu_scaled (CPU), bench=gpu_qwen2_5_omni_7b "
+                                       "(GPU) or bench=tiny (conf/bench/)")
+            run_bench(OmegaConf.to_container(cfg.bench, resolve=True), HydraConfig.get().runtime.output_dir)
+        except BenchConfigError as exc:
+            log.error("bench configuration error: %s", exc)
+            print(f"seats-exp: bench configuration error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         return None
     from seats_exp import runner
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 FAMILIES = ("qwen2_5_omni", "qwen3_omni")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTN = ("sdpa", "eager", "flash_attention_2")
-MODES = ("run", "plan")
+MODES = ("run", "plan", "bench")
 LOGGERS = ("none", "wandb")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 

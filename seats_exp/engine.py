@@ -44,19 +44,24 @@ KV_SCOPES = ("all_executed", "after_drop_only")
 
 
 class _Clock:
-    """Wall-clock marks: CUDA events on a GPU (no sync until read), perf_counter on CPU."""
+    """Time marks: CUDA events on a GPU (no sync until read), ``cpu_timer`` on CPU (perf_counter by
+    default; the bench passes ``time.thread_time``)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, cpu_timer=None):
         self.cuda = device.type == "cuda"
+        self.cpu_timer = cpu_timer or time.perf_counter
         self.marks: dict[str, object] = {}
         self.spans: list[tuple[object, object]] = []  # selection-overhead intervals
+        self.span_where: list[str] = []  # "before_llm" | "after_layer", one per span
+        self.stat_spans: list[tuple[object, object]] = []  # encoder-statistics intervals (inside the encoders)
+        self.stats_attached = False
 
     def now(self):
         if self.cuda:
             ev = torch.cuda.Event(enable_timing=True)
             ev.record()
             return ev
-        return time.perf_counter()
+        return self.cpu_timer()
 
     def mark(self, name: str) -> None:
         self.marks[name] = self.now()
@@ -80,7 +85,10 @@ class PrefillRecord:
     events: list[tuple[int, int, str]] = field(default_factory=list)  # (layer after which, new length, label)
     kept_counts: list[dict] = field(default_factory=list)  # per layer: {"video": v, "audio": a, "text": t}
     final_length: int = 0
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: encoders, selection, llm_prefill
+    # seconds: encoders, selection, llm_prefill; plus encoder_stats when a statistics collector is
+    # attached (then "encoders" excludes the statistics hooks' own time)
+    timings: dict[str, float] = field(default_factory=dict)
+    selection_split: dict[str, float] = field(default_factory=dict)  # selection seconds: before_llm, after_layer
     peak_memory_bytes: int | None = None
     notes: dict = field(default_factory=dict)  # key -> short text, written by selectors through ctx.notes
 
@@ -92,6 +100,8 @@ class _CallState:
         self.input_ids: torch.Tensor | None = None
         self.video_grid_thw: torch.Tensor | None = None
         self.seconds_per_grid: float = 1.0
+        self.seconds_per_grid_tensor: torch.Tensor | None = None  # read with the grid at the LLM start
+        self.video_tokens_per_grid: int = 0
         self.modality: torch.Tensor | None = None
         self.original_index: torch.Tensor | None = None
         self.position_ids: torch.Tensor | None = None  # [3, S_cur]
@@ -108,6 +118,11 @@ class _CallState:
         self.pruned = False
         self.clock: _Clock | None = None
         self.record = PrefillRecord()
+        # per-modality counts of each stretch of layers, on the modality's device: one [3] count
+        # per cut, read to the host once per prefill (no host sync in the layer pre-hook)
+        self.segment_counts: list[torch.Tensor] = []
+        self.layer_segment: list[int] = []  # index into segment_counts for every executed layer
+        self.segment_length: int = -1
 
 
 class Engine:
@@ -121,6 +136,7 @@ class Engine:
         *,
         kv_scope: str = "all_executed",
         stats=None,
+        cpu_timer=None,
     ):
         if kv_scope not in KV_SCOPES:
             raise ValueError(f"engine.kv_scope={kv_scope!r}; allowed: {', '.join(KV_SCOPES)}")
@@ -129,6 +145,7 @@ class Engine:
         self.selector = selector
         self.kv_scope = kv_scope
         self.stats = stats  # seats_exp.stats.EncoderStatsCollector or None
+        self.cpu_timer = cpu_timer  # CPU clock of the timings (None: time.perf_counter)
         self._handles: list = []
         self._hook_layers: set[int] = set()
         self._has_decode_hook = False
@@ -137,6 +154,7 @@ class Engine:
         self._pending_clock: _Clock | None = None
         self._pending_grid: torch.Tensor | None = None
         self.records: list[PrefillRecord] = []
+        self._unread: list[tuple] = []  # records whose timings and counts are still on the device
         self.sample_seed: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -199,8 +217,11 @@ class Engine:
             device = next(module.parameters()).device
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            self._pending_clock = _Clock(device)
+            self._pending_clock = _Clock(device, self.cpu_timer)
             self._pending_clock.mark("start")
+            if self.stats is not None:
+                self.stats.clock = self._pending_clock
+                self._pending_clock.stats_attached = True
 
     def _on_thinker_start(self, module, args, kwargs):
         cache = kwargs.get("past_key_values")
@@ -226,15 +247,18 @@ class Engine:
             st.video_grid_thw = self._pending_grid
         self._pending_grid = None
         spg = kwargs.get("video_second_per_grid")
-        st.seconds_per_grid = float(spg.reshape(-1)[0]) if spg is not None and spg.numel() else 1.0
+        st.seconds_per_grid_tensor = spg.reshape(-1)[:1] if spg is not None and spg.numel() else None
         st.record.input_length = int(input_ids.shape[1])
         if self._pending_clock is not None:  # encoders already ran inside generate()
             st.clock, self._pending_clock = self._pending_clock, None
         else:
-            st.clock = _Clock(input_ids.device)
+            st.clock = _Clock(input_ids.device, self.cpu_timer)
             if st.clock.cuda:
                 torch.cuda.reset_peak_memory_stats()
             st.clock.mark("start")
+        if self.stats is not None:
+            self.stats.clock = st.clock
+            st.clock.stats_attached = True
         return None
 
     def _on_thinker_end(self, module, args, kwargs, output):
@@ -249,21 +273,37 @@ class Engine:
             return None
         st.clock.mark("end")
         rec = st.record
-        clock = st.clock
-        selection = sum(clock.seconds(a, b) for a, b in clock.spans)
-        rec.timings = {
-            "encoders": clock.seconds(clock.marks.get("start"), clock.marks.get("llm_start")),
-            "selection": selection,
-            "llm_prefill": clock.seconds(clock.marks.get("llm_start"), clock.marks.get("end")) - selection,
-        }
-        if clock.cuda:
+        if st.clock.cuda:
             rec.peak_memory_bytes = int(torch.cuda.max_memory_allocated())
         rec.final_length = int(st.modality.shape[0]) if st.modality is not None else rec.llm_input_length
+        # timings and kept counts are read from the device when the records are popped (one sync)
+        self._unread.append((rec, st.clock, st.segment_counts, st.layer_segment))
         self.records.append(rec)
         st.prefill = False
         if self.stats is not None:
             self.stats.reset()  # consumed: the next sample starts without statistics
+            self.stats.clock = None
         return None
+
+    @staticmethod
+    def _read_record(rec: PrefillRecord, clock: _Clock, segment_counts: list, layer_segment: list) -> None:
+        """Fill the record's timings and per-layer kept counts (host reads happen here, once)."""
+        selection = [clock.seconds(a, b) for a, b in clock.spans]
+        stats_time = sum(clock.seconds(a, b) for a, b in clock.stat_spans)
+        encoders = clock.seconds(clock.marks.get("start"), clock.marks.get("llm_start"))
+        rec.timings = {
+            "encoders": encoders - stats_time,
+            "selection": sum(selection),
+            "llm_prefill": clock.seconds(clock.marks.get("llm_start"), clock.marks.get("end")) - sum(selection),
+        }
+        if clock.stats_attached:
+            rec.timings["encoder_stats"] = stats_time
+        rec.selection_split = {where: sum(t for t, w in zip(selection, clock.span_where) if w == where)
+                               for where in ("before_llm", "after_layer")}
+        if segment_counts:
+            counts = torch.stack(segment_counts).tolist()  # [segments, 3]: text, video, audio
+            rec.kept_counts = [{"video": counts[k][VIDEO], "audio": counts[k][AUDIO], "text": counts[k][TEXT]}
+                               for k in layer_segment]
 
     def _decode_step(self, cache) -> None:
         """Offer the selector a decode-time cut of the cached tokens (DyCoke-style KV pruning)."""
@@ -300,8 +340,6 @@ class Engine:
     def _context(self, embeds: torch.Tensor | None = None) -> SelectionContext:
         st = self._state
         grid = st.video_grid_thw
-        merge = self.adapter.spatial_merge_size
-        per_grid = int(grid[0, 1] * grid[0, 2] // (merge * merge)) if grid is not None and grid.numel() else 0
         stats = self.stats.result() if self.stats is not None else EncoderStats()
         gen = None
         if self.sample_seed is not None:
@@ -313,7 +351,7 @@ class Engine:
             position_ids=st.position_ids,
             token_time=st.token_time,
             video_grid_thw=grid,
-            video_tokens_per_grid=per_grid,
+            video_tokens_per_grid=st.video_tokens_per_grid,
             seconds_per_grid=st.seconds_per_grid,
             audio_tokens_per_second=self.adapter.audio_tokens_per_second,
             num_layers=self.adapter.num_layers,
@@ -327,23 +365,40 @@ class Engine:
 
     def _score_last_text(self, module_index: int, hidden: torch.Tensor, score_dtype=None) -> torch.Tensor:
         st = self._state
-        text_positions = torch.nonzero(st.modality == TEXT).flatten()
-        last = int(text_positions[-1]) if text_positions.numel() else st.modality.shape[0] - 1
+        # the last text position (the last token when there is no text), as a device tensor: no host sync
+        length = st.modality.shape[0]
+        order = torch.arange(length, device=st.modality.device)
+        last = torch.where(st.modality == TEXT, order, -1).max()
+        last = torch.where(last < 0, length - 1, last)
         return self.adapter.last_text_attention(module_index, hidden, st.current_cos_sin, last, score_dtype)
 
-    def _token_times(self, modality: torch.Tensor) -> torch.Tensor:
+    def _read_layout(self) -> None:
+        """Tokens per temporal grid and seconds per grid on the host: one read per prefill."""
         st = self._state
-        t = torch.full(modality.shape, float("nan"), dtype=torch.float32, device=modality.device)
+        grid, spg = st.video_grid_thw, st.seconds_per_grid_tensor
+        parts = []
+        if grid is not None and grid.numel():
+            parts.append(grid[0, 1:3].to(torch.float64))
+        if spg is not None:
+            parts.append(spg.to(device=parts[0].device if parts else spg.device, dtype=torch.float64))
+        values = torch.cat(parts).tolist() if parts else []
+        if grid is not None and grid.numel():
+            st.video_tokens_per_grid = int(values[0] * values[1]) // self.adapter.spatial_merge_size ** 2
+            values = values[2:]
+        st.seconds_per_grid = float(values[0]) if values else 1.0
+
+    def _token_times(self, modality: torch.Tensor) -> torch.Tensor:
+        """Start time of every media token (NaN for text), computed on the device without host reads."""
+        st = self._state
         video = modality == VIDEO
         audio = modality == AUDIO
-        if video.any() and st.video_grid_thw is not None:
-            grid = st.video_grid_thw
-            per_grid = int(grid[0, 1] * grid[0, 2]) // self.adapter.spatial_merge_size**2
-            ordinal = torch.arange(int(video.sum()), device=modality.device)
-            t[video] = (ordinal // per_grid).float() * st.seconds_per_grid
-        if audio.any():
-            ordinal = torch.arange(int(audio.sum()), device=modality.device)
-            t[audio] = ordinal.float() / self.adapter.audio_tokens_per_second
+        video_ordinal = torch.cumsum(video, 0) - 1  # ordinal of each video token among the video tokens
+        audio_ordinal = torch.cumsum(audio, 0) - 1
+        nan = torch.full(modality.shape, float("nan"), dtype=torch.float32, device=modality.device)
+        t = torch.where(audio, audio_ordinal.float() / self.adapter.audio_tokens_per_second, nan)
+        if st.video_grid_thw is not None and st.video_tokens_per_grid > 0:
+            video_time = (video_ordinal // st.video_tokens_per_grid).float() * st.seconds_per_grid
+            t = torch.where(video, video_time, t)
         return t
 
     # -- before the LLM ---------------------------------------------------------------------------
@@ -354,9 +409,9 @@ class Engine:
         st.clock.mark("llm_start")
         embeds = kwargs["inputs_embeds"]
         ids = st.input_ids
-        modality = torch.full_like(ids, TEXT)
-        modality[ids == self.adapter.video_token_id] = VIDEO
-        modality[ids == self.adapter.audio_token_id] = AUDIO
+        modality = torch.where(ids == self.adapter.video_token_id, VIDEO, TEXT)
+        modality = torch.where(ids == self.adapter.audio_token_id, AUDIO, modality)
+        self._read_layout()
         pos = kwargs.get("position_ids")
         if pos is None:
             raise ValueError("the token-selection engine needs the Thinker's 3-axis position ids at prefill")
@@ -366,16 +421,9 @@ class Engine:
         st.position_ids = mrope
         st.token_time = self._token_times(modality)
 
-        selection = self._timed(lambda: self.selector.before_llm(self._context(embeds[0])))
+        selection = self._timed(lambda: self.selector.before_llm(self._context(embeds[0])), "before_llm")
         if selection is not None:
-            embeds = self._apply_replacements(embeds, selection)
-            keep = selection.keep.to(embeds.device)
-            if not bool(keep.all()):
-                kwargs = self._cut_llm_inputs(kwargs, keep, embeds)
-                st.record.events.append((0, int(keep.sum()), selection.label or "before_llm"))
-                st.pruned = True
-            else:
-                kwargs["inputs_embeds"] = embeds
+            kwargs = self._cut_llm_inputs(kwargs, selection, embeds)
         st.llm_length = int(kwargs["inputs_embeds"].shape[1])
         st.record.llm_input_length = st.llm_length
         if kwargs.get("deepstack_visual_embeds") is not None and kwargs.get("visual_pos_masks") is not None:
@@ -384,9 +432,16 @@ class Engine:
         st.local_index = torch.arange(st.llm_length, device=embeds.device)
         return args, kwargs
 
-    def _cut_llm_inputs(self, kwargs: dict, keep: torch.Tensor, embeds: torch.Tensor) -> dict:
+    def _cut_llm_inputs(self, kwargs: dict, selection: Selection, embeds: torch.Tensor) -> dict:
         st = self._state
-        idx = torch.nonzero(keep).flatten()
+        embeds = self._apply_replacements(embeds, selection)
+        keep = selection.keep.to(embeds.device)
+        idx = torch.nonzero(keep).flatten()  # the one host sync of a cut
+        if idx.numel() == keep.numel():
+            kwargs["inputs_embeds"] = embeds
+            return kwargs
+        st.record.events.append((0, int(idx.numel()), selection.label or "before_llm"))
+        st.pruned = True
         kwargs["inputs_embeds"] = embeds[:, idx]
         mask = kwargs.get("attention_mask")
         if isinstance(mask, torch.Tensor) and mask.ndim == 2:
@@ -414,11 +469,12 @@ class Engine:
         embeds[0, selection.replace_index.to(embeds.device)] = selection.replace_embeds.to(embeds.dtype)
         return embeds
 
-    def _timed(self, fn):
+    def _timed(self, fn, where: str = "after_layer"):
         clock = self._state.clock
         a = clock.now()
         out = fn()
         clock.spans.append((a, clock.now()))
+        clock.span_where.append(where)
         return out
 
     # -- inside the LLM ---------------------------------------------------------------------------
@@ -431,12 +487,13 @@ class Engine:
                     return args, kwargs
                 return None
             hidden = args[0] if args else kwargs["hidden_states"]
-            st.record.layer_lengths.append(int(hidden.shape[1]))
-            modality = st.modality
-            st.record.kept_counts.append({
-                "video": int((modality == VIDEO).sum()), "audio": int((modality == AUDIO).sum()),
-                "text": int((modality == TEXT).sum()),
-            })
+            st.record.layer_lengths.append(int(hidden.shape[1]))  # a shape: no host sync
+            if not st.segment_counts or st.segment_length != st.modality.shape[0]:
+                # first layer, or the first layer after a cut: count this stretch's modalities on device
+                codes = torch.arange(3, device=st.modality.device).unsqueeze(1)  # TEXT, VIDEO, AUDIO
+                st.segment_counts.append((st.modality.unsqueeze(0) == codes).sum(dim=1))
+                st.segment_length = st.modality.shape[0]
+            st.layer_segment.append(len(st.segment_counts) - 1)
             if st.local_index.shape[0] != st.llm_length:
                 kwargs = self._slice_layer_kwargs(kwargs)
             st.current_cos_sin = kwargs.get("position_embeddings")
@@ -480,11 +537,11 @@ class Engine:
             if replaced:
                 hidden = hidden.clone()
                 hidden[0, selection.replace_index.to(hidden.device)] = selection.replace_embeds.to(hidden.dtype)
-            if bool(keep.all()):
+            idx = torch.nonzero(keep).flatten()  # the one host sync of a cut
+            if idx.numel() == keep.numel():
                 if not replaced:
                     return None
                 return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
-            idx = torch.nonzero(keep).flatten()
             hidden = hidden[:, idx]
             self._cut_cache(kwargs.get("past_key_values"), idx, upto=i)
             st.local_index = st.local_index[idx]
@@ -543,5 +600,8 @@ class Engine:
 
     # -- records --------------------------------------------------------------------------------------
     def pop_records(self) -> list[PrefillRecord]:
+        for item in self._unread:
+            self._read_record(*item)
+        self._unread = []
         recs, self.records = self.records, []
         return recs

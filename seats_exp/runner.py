@@ -110,6 +110,7 @@ def cost_summary(records: list[dict]) -> dict[str, Any]:
         "video_tokens_per_layer": [_mean(r["kept_video"][i] for r in ok) for i in range(n_layers)],
         "audio_tokens_per_layer": [_mean(r["kept_audio"][i] for r in ok) for i in range(n_layers)],
         "time_encoders_s": _mean(r.get("time_encoders") for r in ok),
+        "time_encoder_stats_s": _mean(r.get("time_encoder_stats") for r in ok),
         "time_selection_s": _mean(r.get("time_selection") for r in ok),
         "time_llm_prefill_s": _mean(r.get("time_llm_prefill") for r in ok),
         "peak_memory_gb": _mean((r["peak_memory_bytes"] or 0) / 2**30 for r in ok) if ok[0].get("peak_memory_bytes") else None,

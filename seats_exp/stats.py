@@ -29,12 +29,24 @@ from seats_exp.selection import AUDIO_ATTN, AUDIO_KEYS, VIDEO_ATTN, VIDEO_KEYS, 
 _AUDIO_UNITS_PER_SECOND = {"qwen2_5_omni": 50.0, "qwen3_omni": 26.0}
 
 
-def window_attention_received(q: torch.Tensor, k: torch.Tensor, window: int, max_block: int = 1 << 26):
+# Elements of one batched [W, H, n, n] probability block.  Small blocks stay in cache and bound the
+# memory peak; every window is computed alone either way, so the scores do not depend on it
+# (a 5.6k-token input on the CPU bench: 0.41 s and +93 MiB at 1 << 20 vs 0.61 s and +359 MiB at
+# 1 << 26, bit-identical scores; docs/benchmarks.md).
+MAX_BLOCK_ELEMENTS = 1 << 20
+# A single window larger than this is split into blocks of query rows (memory bound for clip-wide
+# softmaxes; the column sums are then added block by block).
+SINGLE_WINDOW_ELEMENTS = 1 << 26
+
+
+def window_attention_received(q: torch.Tensor, k: torch.Tensor, window: int, max_block: int = MAX_BLOCK_ELEMENTS,
+                              single_window: int = SINGLE_WINDOW_ELEMENTS):
     """q, k: [N, H, d].  Returns [N] scores: attention received per unit within consecutive windows.
 
     Full windows are batched; the shorter tail window is computed on its own.  ``max_block`` bounds
-    the number of elements of one batched [W, H, n, n] probability block; a single window larger than
-    that (OmniZip's clip scope on a long clip) is scored in blocks of query rows, whose column sums add up.
+    the number of elements of one batched [W, H, n, n] probability block (at least one window); a
+    single window whose block exceeds ``single_window`` elements (OmniZip's clip scope on a long clip)
+    is scored in blocks of query rows, whose column sums add up.
     """
     n_units, heads, d = q.shape
     scale = 1.0 / math.sqrt(d)
@@ -44,11 +56,16 @@ def window_attention_received(q: torch.Tensor, k: torch.Tensor, window: int, max
     def score(qw: torch.Tensor, kw: torch.Tensor) -> torch.Tensor:  # [W, n, H, d] -> [W, n]
         qh, kh = qw.transpose(1, 2), kw.transpose(1, 2)  # [W, H, n, d]
         n = qh.shape[2]
-        rows = max(1, max_block // (qh.shape[0] * heads * n))  # query rows per block (all of them if it fits)
+        if qh.shape[0] * heads * n * n <= single_window:  # the usual case: one block, exact as before
+            logits = (qh @ kh.transpose(-1, -2)).float()  # a fresh tensor: scale it in place
+            probs = torch.softmax(logits.mul_(scale), dim=-1).to(q.dtype)
+            return probs.mean(dim=1).sum(dim=1)  # head mean, then column sum -> [W, n]
+        rows = max(1, single_window // (qh.shape[0] * heads * n))  # query rows per block
         total = None
         for i in range(0, n, rows):
-            probs = torch.softmax((qh[:, :, i : i + rows] @ kh.transpose(-1, -2)).float() * scale, dim=-1).to(q.dtype)
-            part = probs.mean(dim=1).sum(dim=1)  # head mean, then column sum -> [W, n]
+            logits = (qh[:, :, i : i + rows] @ kh.transpose(-1, -2)).float()
+            probs = torch.softmax(logits.mul_(scale), dim=-1).to(q.dtype)
+            part = probs.mean(dim=1).sum(dim=1)
             total = part if total is None else total + part
         return total
 
@@ -73,6 +90,8 @@ class EncoderStatsCollector:
         self._handles: list = []
         self._grid_thw: torch.Tensor | None = None
         self._stats = EncoderStats()
+        self.clock = None  # set by the engine per prefill: the hooks' own time goes to clock.stat_spans
+        self._reverse_cache: dict[tuple, torch.Tensor | None] = {}  # Qwen2.5 ViT window order, per grid
 
     # -- lifecycle --------------------------------------------------------------------------------
     def attach(self) -> None:
@@ -81,10 +100,24 @@ class EncoderStatsCollector:
         if self.needs & {VIDEO_ATTN, VIDEO_KEYS}:
             visual = self.adapter.vision_encoder
             self._handles.append(visual.register_forward_pre_hook(self._on_visual_start, with_kwargs=True))
-            self._handles.append(visual.blocks[-1].attn.register_forward_pre_hook(self._on_last_vit_attn, with_kwargs=True))
+            self._handles.append(visual.blocks[-1].attn.register_forward_pre_hook(
+                self._timed(self._on_last_vit_attn), with_kwargs=True))
         if self.needs & {AUDIO_ATTN, AUDIO_KEYS}:
             audio = self.adapter.audio_encoder
-            self._handles.append(audio.layers[-1].self_attn.register_forward_pre_hook(self._on_last_audio_attn, with_kwargs=True))
+            self._handles.append(audio.layers[-1].self_attn.register_forward_pre_hook(
+                self._timed(self._on_last_audio_attn), with_kwargs=True))
+
+    def _timed(self, hook):
+        def timed(module, args, kwargs):
+            clock = self.clock
+            if clock is None:
+                return hook(module, args, kwargs)
+            start = clock.now()
+            out = hook(module, args, kwargs)
+            clock.stat_spans.append((start, clock.now()))
+            return out
+
+        return timed
 
     def detach(self) -> None:
         for h in self._handles:
@@ -127,9 +160,14 @@ class EncoderStatsCollector:
         dtype = self._dtype(hidden)
         q, k = q.to(dtype), k.to(dtype)
         merge = self.adapter.spatial_merge_size ** 2
-        patches_per_grid = int(grid[0, 1] * grid[0, 2])
+        grid_key = (tuple(tuple(row) for row in grid.tolist()), str(hidden.device))  # the hook's one host read
+        patches_per_grid = grid_key[0][0][1] * grid_key[0][0][2]
         window = max(1, int(self.request.video_window_grids)) * patches_per_grid
-        reverse = self._window_reverse(grid, hidden.device)
+        if grid_key not in self._reverse_cache:
+            if len(self._reverse_cache) >= 16:
+                self._reverse_cache.clear()
+            self._reverse_cache[grid_key] = self._window_reverse(grid, hidden.device)
+        reverse = self._reverse_cache[grid_key]
         if VIDEO_ATTN in self.needs:
             scores = window_attention_received(q, k, window)  # [N]
             pooled = scores.reshape(-1, merge).mean(dim=1)  # [N / 4] in encoder order

@@ -636,11 +636,11 @@ def test_paper_cells(model, family, tmp_path):
 
 
 def test_clip_scope_statistic_in_query_blocks_equals_one_block():
-    """A clip-long softmax window is scored in blocks of query rows when it exceeds max_block."""
+    """A clip-long softmax window is scored in blocks of query rows when it exceeds single_window."""
     g = torch.Generator().manual_seed(3)
     q, k = torch.randn(90, 3, 8, generator=g, dtype=torch.float64), torch.randn(90, 3, 8, generator=g, dtype=torch.float64)
     whole = window_attention_received(q, k, window=90)  # one [1, 3, 90, 90] block
-    blocked = window_attention_received(q, k, window=90, max_block=3 * 90 * 7)  # 7 query rows per block
+    blocked = window_attention_received(q, k, window=90, single_window=3 * 90 * 7)  # 7 query rows per block
     torch.testing.assert_close(blocked, whole, atol=1e-12, rtol=0)
     assert whole.sum().item() == pytest.approx(90.0)  # every query row's probabilities sum to 1
 

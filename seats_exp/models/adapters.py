@@ -80,13 +80,14 @@ class OmniAdapter:
     def _rotary(self):
         raise NotImplementedError
 
-    def _project_qk(self, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q [1, H, S, d] and k [1, Hkv, S, d] of ``layer`` for normalised input ``x`` [1, S, D]."""
+    def _project_q(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """q [1, H, S, d] of ``layer`` for normalised input ``x`` [1, S, D] (``_project_k``: [1, Hkv, S, d])."""
         attn = layer.self_attn
-        shape = (x.shape[0], x.shape[1], -1, attn.head_dim)
-        q = attn.q_proj(x).view(shape).transpose(1, 2)
-        k = attn.k_proj(x).view(shape).transpose(1, 2)
-        return q, k
+        return attn.q_proj(x).view(x.shape[0], x.shape[1], -1, attn.head_dim).transpose(1, 2)
+
+    def _project_k(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        attn = layer.self_attn
+        return attn.k_proj(x).view(x.shape[0], x.shape[1], -1, attn.head_dim).transpose(1, 2)
 
     @torch.no_grad()
     def last_text_attention(
@@ -94,26 +95,33 @@ class OmniAdapter:
         layer_index: int,
         hidden: torch.Tensor,  # [S, D] current hidden states
         cos_sin: tuple[torch.Tensor, torch.Tensor],  # each [1, S, d] (already sliced to the current sequence)
-        query_position: int,
+        query_position: int | torch.Tensor,  # an int, or a 0-dim/[1] long tensor (no host read needed)
         score_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Head-mean softmax attention of the token at ``query_position`` over every position.
 
         Uses decoder module ``layer_index``'s input norm and q/k projections (seats-reference 9.1):
         softmax in fp32 internally, output in the model dtype unless ``score_dtype`` says otherwise.
+        Only the query row is projected (one row of q_proj instead of S), and grouped-query heads
+        are scored against their shared key head without repeating the keys.
         """
         layer = self.layers[layer_index]
-        x = layer.input_layernorm(hidden.unsqueeze(0))
-        q, k = self._project_qk(layer, x)
+        x = layer.input_layernorm(hidden.unsqueeze(0))  # [1, S, D]; RMSNorm is per row
+        if not isinstance(query_position, torch.Tensor):
+            query_position = torch.tensor(query_position, device=hidden.device)
+        row = query_position.reshape(1).to(device=hidden.device, dtype=torch.long)
+        q = self._project_q(layer, x.index_select(1, row))  # [1, H, 1, d]
+        k = self._project_k(layer, x)  # [1, Hkv, S, d]
         cos, sin = cos_sin
-        q, k = self._rotary()(q, k, cos, sin)
-        groups = q.shape[1] // k.shape[1]
-        k = k.repeat_interleave(groups, dim=1)  # [1, H, S, d]
-        q_last = q[:, :, query_position : query_position + 1, :]  # [1, H, 1, d]
+        rotary = self._rotary()
+        q, _ = rotary(q, q, cos.index_select(1, row), sin.index_select(1, row))
+        _, k = rotary(k[:, :1, :1], k, cos, sin)  # rotate k only (the first output is a [1, 1, S, d] by-product)
+        heads, kv_heads, head_dim = q.shape[1], k.shape[1], q.shape[-1]
         dtype = score_dtype or hidden.dtype
-        logits = (q_last.to(dtype) @ k.to(dtype).transpose(-1, -2)) / math.sqrt(q.shape[-1])  # [1, H, 1, S]
-        probs = torch.softmax(logits.float(), dim=-1).to(dtype)
-        return probs.mean(dim=1)[0, 0]  # [S]
+        q_grouped = q.to(dtype).reshape(kv_heads, heads // kv_heads, head_dim)  # q head h uses key head h // G
+        logits = (q_grouped @ k[0].to(dtype).transpose(-1, -2)) / math.sqrt(head_dim)  # [Hkv, G, S]
+        probs = torch.softmax(logits.reshape(heads, -1).float(), dim=-1).to(dtype)  # [H, S]
+        return probs.mean(dim=0)  # [S]
 
 
 class Qwen25OmniAdapter(OmniAdapter):
@@ -144,12 +152,13 @@ class Qwen3OmniAdapter(OmniAdapter):
 
         return apply_rotary_pos_emb
 
-    def _project_qk(self, layer, x):
+    def _project_q(self, layer, x):
         attn = layer.self_attn
-        shape = (x.shape[0], x.shape[1], -1, attn.head_dim)
-        q = attn.q_norm(attn.q_proj(x).view(shape)).transpose(1, 2)
-        k = attn.k_norm(attn.k_proj(x).view(shape)).transpose(1, 2)
-        return q, k
+        return attn.q_norm(attn.q_proj(x).view(x.shape[0], x.shape[1], -1, attn.head_dim)).transpose(1, 2)
+
+    def _project_k(self, layer, x):
+        attn = layer.self_attn
+        return attn.k_norm(attn.k_proj(x).view(x.shape[0], x.shape[1], -1, attn.head_dim)).transpose(1, 2)
 
     def dims(self) -> ModelDims:
         t = self.config.text_config
