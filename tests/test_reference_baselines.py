@@ -33,7 +33,14 @@ import yaml
 
 import methods
 from methods import ModelInfo
-from seats_exp.selection import AUDIO, TEXT, VIDEO, EncoderStats, SelectionContext
+from seats_exp.selection import (
+    AUDIO,
+    TEXT,
+    VIDEO,
+    EncoderStats,
+    PlanInput,
+    SelectionContext,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 N_CASES = 150  # per randomized test
@@ -221,6 +228,12 @@ def model_info(family: str, layers: int) -> ModelInfo:
     )
 
 
+def plan_input(modality, per_grid, grids, layers):
+    v, a = int((modality == VIDEO).sum()), int((modality == AUDIO).sum())
+    return PlanInput(video_tokens=v, audio_tokens=a, text_tokens=int(modality.shape[0]) - v - a,
+                     video_tokens_per_grid=per_grid, num_grids=grids, audio_tokens_per_second=25.0, num_layers=layers)
+
+
 def final_embeds(embeds: torch.Tensor, sel) -> torch.Tensor:
     out = embeds.clone()
     if sel is not None and sel.replace_index is not None:
@@ -343,7 +356,7 @@ def check_vz_case(case):
         with pytest.raises(ValueError, match="outside"):
             run_project_vz(case)
         return "error"
-    _, out, keep, got_final = run_project_vz(case)
+    sel, out, keep, got_final = run_project_vz(case)
     mod = case["modality"]
     tag = {k: case[k] for k in ("name", "rv", "ra", "per_grid", "grids", "giw", "sec", "c", "merge", "v", "a")}
     tag["dtype"] = str(case["embeds"].dtype)
@@ -360,6 +373,10 @@ def check_vz_case(case):
         assert bool(keep[out.replace_index].all()), ("replacement on a dropped token", tag)
     diff = (got_final[keep] != exp_final[keep]).any(dim=-1)
     assert not bool(diff.any()), ("embeddings", tag, torch.nonzero(keep).flatten()[diff].tolist()[:5])
+    # plan mode (no weights) predicts the same counts
+    exp_counts = (int(exp_keep[vm].sum()), int(exp_keep[am].sum()) if random_audio is None else random_audio)
+    plan = sel.plan(plan_input(case["modality"], case["per_grid"], case["grids"], 28))
+    assert all(layer == exp_counts for layer in plan.per_layer), ("plan", tag, plan.per_layer[0], exp_counts)
 
 
 @pytest.mark.parametrize("block", range(5))
@@ -598,6 +615,11 @@ def check_fastv_case(case):
     else:
         assert int(keep[am].sum()) == random_audio, ("random audio count", tag, int(keep[am].sum()), random_audio)
     assert out is None or out.replace_index is None
+    # plan mode: full counts up to layer K, the reference's counts after it
+    after = (int(exp_keep[vm].sum()), int(exp_keep[am].sum()) if random_audio is None else random_audio)
+    plan = sel.plan(plan_input(mod, case["per_grid"], case["grids"], case["layers"]))
+    full = (int(vm.sum()), int(am.sum()))
+    assert plan.per_layer == [full] * k + [after] * (case["layers"] - k), ("plan", tag, plan.per_layer[k], after)
 
 
 @pytest.mark.parametrize("block", range(4))
