@@ -209,6 +209,8 @@ class VisionZip(BaseSelector):
         self.stats_request = StatsRequest(video_window_grids=settings.grid_in_window,
                                           audio_window_seconds=settings.sec_in_audio_window, dtype=settings.score_dtype)
         self.audio_window_tokens = max(1, round(settings.sec_in_audio_window * FAITHFUL_AUDIO_TOKENS_PER_SECOND))
+        # only the pair (1, 1) switches VisionZip off; a single ratio of 1 still selects (and merges)
+        self.inert = settings.video_ratio >= 1.0 and settings.audio_ratio >= 1.0
 
     def ratios(self, num_video: int, num_audio: int) -> tuple[float, float]:
         """The (video, audio) retention applied to this prompt (visionzip: after reallocation)."""
@@ -228,11 +230,13 @@ class VisionZip(BaseSelector):
     def planned_counts(self, num_video: int, num_audio: int, tokens_per_grid: int) -> tuple[int, int]:
         video_ratio, audio_ratio = self.ratios(num_video, num_audio)
         c = self.settings.contextual_ratio
-        video = planned_keep(num_video, self._window(VIDEO, tokens_per_grid), video_ratio, c) if video_ratio < 1 else num_video
+        if self.inert:
+            return num_video, num_audio
+        video = planned_keep(num_video, self._window(VIDEO, tokens_per_grid), video_ratio, c)
         if self.settings.audio_intact:
             audio = random_keep_count(audio_ratio, num_audio)
         else:
-            audio = planned_keep(num_audio, self._window(AUDIO, 0), audio_ratio, c) if audio_ratio < 1 else num_audio
+            audio = planned_keep(num_audio, self._window(AUDIO, 0), audio_ratio, c)
         return video, audio
 
     def before_llm(self, ctx: SelectionContext) -> Selection | None:
@@ -248,7 +252,7 @@ class VisionZip(BaseSelector):
         if not self.settings.audio_intact:
             jobs.append((AUDIO, audio_mask, num_audio, audio_ratio, stats.audio_attn, stats.audio_keys))
         for code, mask, count, ratio, scores, keys in jobs:
-            if count == 0 or ratio >= 1.0:
+            if count == 0 or self.inert:  # upstream runs the windows even at ratio 1 unless both ratios are 1
                 continue
             if scores is None or keys is None or scores.numel() != count or keys.shape[0] != count:
                 raise ValueError(f"{self.name}: encoder statistics do not match the {count} "

@@ -385,6 +385,8 @@ def format_table(result: dict) -> str:
             lines.append(f"engine attached with full_tokens vs no engine: {100 * ref['engine_overhead_vs_none']:+.2f}% "
                          "(total time)")
         lines.append("")
+    for skipped in result.get("not_run") or []:
+        lines.append(f"not run: {skipped['variant']}: {skipped['reason']}")
     if result.get("host_syncs"):
         lines.append(f"host-sync calls per prefill ({result['warmup_tokens']}-token input; repository code; at the cuts / "
                      "outside): " + ", ".join(f"{k} {h['total']} ({h['at_cuts']}/{h['outside_cuts']})"
@@ -440,9 +442,17 @@ def run_bench(b: dict, out_dir: str | Path) -> dict:
     schedules = list(b.get("schedules") or ["r10"])
     variants = [Variant("none", "none", None)] if b.get("baseline", True) else []
     cpu_timer = None if device.type == "cuda" else time.thread_time
+    not_run: list[dict] = []  # (method, schedule) pairs whose budget the method cannot reach
     for name in names:
         for schedule in (schedules if name != "full_tokens" else schedules[:1]):
-            selector = build_method(name, schedule, b, info)
+            try:
+                selector = build_method(name, schedule, b, info)
+            except BenchConfigError as exc:
+                if b.get("unbuildable", "skip") != "skip":
+                    raise
+                not_run.append({"variant": f"{name}@{schedule}", "reason": str(exc)})
+                log.warning("bench: not run: %s", exc)
+                continue
             stats = EncoderStatsCollector(adapter, selector.needs, selector.stats_request) if selector.needs else None
             engine = Engine(thinker, adapter, selector, kv_scope=b.get("kv_scope", "all_executed"), stats=stats,
                             cpu_timer=cpu_timer)
@@ -512,6 +522,7 @@ def run_bench(b: dict, out_dir: str | Path) -> dict:
         "dims": vars(dims) | {"moe_layers": list(dims.moe_layers)},
         "methods": names, "schedules": schedules, "repeats": int(b["repeats"]), "warmup": int(b["warmup"]),
         "warmup_tokens": warm.tokens, "build_seconds": built,
+        "not_run": not_run,  # variants that could not be built (e.g. a schedule outside a method's reach)
         "host_syncs": host_syncs,  # per variant, one prefill of the warm-up input (HostSyncCounter)
         "process_peak_rss_bytes": None if meter.process_peak_kib is None else meter.process_peak_kib * 1024,
         "lengths": lengths_out,

@@ -284,7 +284,7 @@ def test_plan_tflops_on_the_canonical_input():
     VisionZip-om keep the same 3776 tokens (2176 + 1600 and 2752 + 1024)."""
     from hydra import compose, initialize_config_dir
 
-    from seats_exp.cli import CONFIG_DIR
+    from seats_exp.cli import CONFIG_PATH as CONFIG_DIR
     from seats_exp.config import validate
     from seats_exp.plan import make_plan
 
