@@ -174,8 +174,9 @@ def merge_anchors(
     picked = order[rank < g]  # pool-local indices of the merged tokens
     picked_slot = assign[picked]
     # w = softmax over each anchor's picked scores (cosines lie in [-1, 1]: exp needs no shift)
-    expo = cross[picked].float().exp()
-    denom = torch.zeros(anchors.numel(), dtype=torch.float32, device=expo.device).index_add_(0, picked_slot, expo)
+    acc = torch.promote_types(audio.dtype, torch.float32)  # as torch.softmax: at least float32 inside
+    expo = cross[picked].to(acc).exp()
+    denom = torch.zeros(anchors.numel(), dtype=acc, device=expo.device).index_add_(0, picked_slot, expo)
     weights = (expo / denom[picked_slot]).to(audio.dtype)  # [P'], as a softmax in the feature dtype
     weighted = torch.zeros(anchors.numel(), audio.shape[1], dtype=audio.dtype, device=audio.device)
     weighted.index_add_(0, picked_slot, audio[pool[picked]] * weights[:, None])
