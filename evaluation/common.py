@@ -534,6 +534,23 @@ def category_table(records: Iterable[Mapping], fieldname: str, *, unique_ids: bo
 # --------------------------------------------------------------------------------------------
 
 
+def join_path(root: str, rel: Any) -> str:
+    """``rel`` under the video root (absolute paths and ``~`` are kept), resolved."""
+    import os
+    from pathlib import Path
+
+    path = Path(os.path.expanduser(str(rel)))
+    if not path.is_absolute():
+        path = Path(root) / path
+    return str(path.resolve())
+
+
+def _blank(value: Any) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
 def _clean(value: Any) -> Any:
     """Make a doc value JSON/arrow friendly for a record."""
     if _is_sequence(value):
@@ -565,12 +582,44 @@ class TaskDefinition:
     extra: Callable[[Mapping, str], dict] = field(default=lambda doc, scoring: {})
     cluster_field: str | None = None
     case_insensitive: bool = False
+    # What ``evaluation.benchmarks`` needs to find the benchmark's data (the task folder is the only
+    # place these facts are written): display title, the field naming the video and the rule that
+    # turns a row into the absolute video path.
+    title: str = ""
+    video_field: str | None = None
+    video_path: Callable[[Mapping, str], str] | None = None
+    # Fields a row must have to be scored: the question text, its options and the gold answer.
+    question_field: str | None = None
+    options: Callable[[Mapping], list] | None = None  # doc -> option strings
+    answer_field: str | None = None
 
     def sample_id(self, doc: Mapping) -> str | None:
         sid = doc.get("_sample_id")
         if sid is None and self.id_field is not None:
             sid = doc.get(self.id_field)
         return None if sid is None else str(sid)
+
+    def problem(self, doc: Mapping) -> str | None:
+        """Why a row cannot be scored (a missing question/answer/options field, an answer that is
+        not one of the options), or None.  Such a row becomes a per-sample error, never a score."""
+        for name in (self.question_field, self.answer_field):
+            if name is not None and _blank(doc.get(name)):
+                return f"row has no {name!r} field" if name not in doc else f"row has an empty {name!r} field"
+        if self.options is None:
+            return None
+        try:
+            opts = self.options(doc)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is this row's problem
+            return f"the options of this row cannot be read: {exc}"
+        if not opts:
+            return "row has no options"
+        if self.answer_field is not None:
+            letters = letters_for(opts)
+            gold = answer_letter(doc.get(self.answer_field), opts)
+            if gold not in letters:
+                return (f"answer {str(doc.get(self.answer_field)).strip()!r} is not one of the options "
+                        f"{'/'.join(letters)}")
+        return None
 
     def aggregate(self, records: Iterable[Mapping]) -> float:
         if self.aggregation == "group_unique":
@@ -582,6 +631,7 @@ class TaskDefinition:
         reply = results[0] if results else ""
         reply = "" if reply is None else str(reply)
         sid = self.sample_id(doc)
+        problem = doc.get("_problem") or self.problem(doc)
         record: dict[str, Any] = {
             "task": self.template,
             "task_key": doc.get("_task_key"),
@@ -589,11 +639,15 @@ class TaskDefinition:
             "group": _clean(doc.get(self.group_field)) if self.group_field else None,
             CLUSTER_KEY: _clean(doc.get(self.cluster_field)) if self.cluster_field else doc.get("_video_path"),
             "scoring": scoring,
-            "answer": self.gold(doc, scoring),
+            "answer": None if problem else self.gold(doc, scoring),
             "response": reply,
         }
         for name in self.record_fields:
             record[name] = _clean(doc.get(name))
+        if problem:  # a bad row: an error with its reason, never compared with a gold answer
+            record.update(pred=None, score=None, error=f"bad annotation row: {problem}", fallback=None,
+                          answer=None)
+            return record
         record.update(self.extra(doc, scoring))
         if is_error(reply):
             record.update(pred=None, score=None, error=error_reason(reply), fallback=None)
