@@ -52,7 +52,7 @@ def expand(args: list[str], *, compose_points: bool = True) -> tuple[dict, list[
     from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
-    from launchers.resume import folder_state
+    from launchers.resume import folder_state, with_data_identity
     from seats_exp.cli import CONFIG_DIR
     from seats_exp.config import ConfigError, validate
 
@@ -86,11 +86,12 @@ def expand(args: list[str], *, compose_points: bool = True) -> tuple[dict, list[
             folder = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
             task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
             problem = None
+            point_yaml = OmegaConf.to_yaml(task_cfg, resolve=True)
             try:
-                validate(task_cfg, check_data=False)
+                point_yaml = with_data_identity(point_yaml, validate(task_cfg, check_data=False))
             except ConfigError as exc:
                 problem = str(exc)
-            fs = folder_state(folder, OmegaConf.to_yaml(task_cfg, resolve=True))
+            fs = folder_state(folder, point_yaml)
             state = {"partial": f"partial ({fs.n_samples} samples)",
                      "conflict": f"conflict ({', '.join(fs.differing[:3])})"}.get(fs.state, fs.state)
             points.append(Point(idx, list(overrides), swept, str(cfg.run_name), folder, state, problem))

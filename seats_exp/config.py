@@ -206,6 +206,14 @@ def _check_task(t: "TaskCfg", family: str) -> None:
     if t.synthetic is not None:
         if not isinstance(t.synthetic, dict):
             raise ConfigError(f"{where}.synthetic={t.synthetic!r} must be a mapping or null")
+        import inspect
+
+        from evaluation.synthetic import ensure
+
+        allowed = [n for n in inspect.signature(ensure).parameters if n != "root"]
+        unknown = sorted(set(t.synthetic) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{where}.synthetic has unknown keys {unknown}; allowed: {allowed}")
         for name in ("num_clips", "fps", "width", "height"):
             if name in t.synthetic:
                 t.synthetic[name] = _int(f"{where}.synthetic.{name}", t.synthetic[name], minimum=1)
