@@ -286,8 +286,10 @@ def test_omni_phrase_list_keeps_missing_comma():
     assert "The best option is" not in C.OMNI_ANSWER_PREFIXES
     assert C.first_capital_faithful("The best option isThe correct option is C") == "C"
     assert C.first_capital_faithful("Best answer: D") == "D"
-    # 11 words, no capital A-D -> ""; 10 words -> still "" (no letter at all)
+    # upstream's "> 10 words without A-D -> ''" rule is subsumed by the letter search (both give "");
+    # a long reply WITH a capital still yields it, which a length rule applied first would break
     assert C.first_capital_faithful("one two three four five six seven eight nine ten eleven") == ""
+    assert C.first_capital_faithful("one two three four five six seven eight nine ten eleven C") == "C"
     assert C.first_capital_faithful("Definitely the second one") == "D"
 
 
