@@ -477,6 +477,7 @@ def test_sweep_list_bad_override_is_one_line(tmp_path, arg, message):
     assert len([ln for ln in proc.stderr.splitlines() if ln.strip()]) == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_marks_the_run_folder_interrupted_and_says_how_to_resume(tmp_path):
     """SIGINT while samples are being generated: the recorded samples stay, no result.json, the folder is
     marked interrupted, and the message names the command that resumes it (which then completes)."""
