@@ -669,7 +669,8 @@ class TaskDefinition:
         if not opts:
             return "row has no options"
         if self.answer_field is not None:
-            letters = letters_for(opts)
+            # options that do not split into two or more are checked against A-D (upstream's letters)
+            letters = letters_for(opts) if len(opts) >= 2 else list("ABCD")
             gold = answer_letter(doc.get(self.answer_field), opts)
             if gold not in letters:
                 return (f"answer {str(doc.get(self.answer_field)).strip()!r} is not one of the options "
