@@ -214,9 +214,13 @@ def _check_task(t: "TaskCfg", family: str) -> None:
         unknown = sorted(set(t.synthetic) - set(allowed))
         if unknown:
             raise ConfigError(f"{where}.synthetic has unknown keys {unknown}; allowed: {allowed}")
-        for name in ("num_clips", "fps", "width", "height"):
+        for name in ("num_clips", "fps", "width", "height", "sample_rate", "questions_per_clip"):
             if name in t.synthetic:
                 t.synthetic[name] = _int(f"{where}.synthetic.{name}", t.synthetic[name], minimum=1)
+        if "seed" in t.synthetic:
+            t.synthetic["seed"] = _int(f"{where}.synthetic.seed", t.synthetic["seed"])
+        if "audio" in t.synthetic and not isinstance(t.synthetic["audio"], bool):
+            raise ConfigError(f"{where}.synthetic.audio={t.synthetic['audio']!r} must be true or false")
         if "seconds" in t.synthetic:
             t.synthetic["seconds"] = _positive_float(f"{where}.synthetic.seconds", t.synthetic["seconds"])
 
