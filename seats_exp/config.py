@@ -7,6 +7,7 @@ options are rejected by Hydra itself, which lists the available ones.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,7 @@ def _int(key: str, value, *, minimum: int | None = None, allow_none: bool = Fals
         number = float(value) if not isinstance(value, int) else value
     except (TypeError, ValueError):
         raise ConfigError(f"{key}={value!r} is not {what}") from None
-    if isinstance(number, float) and (number != number or not number.is_integer()):
+    if isinstance(number, float) and (math.isnan(number) or not number.is_integer()):
         raise ConfigError(f"{key}={value!r} is not {what}")
     number = int(number)
     if minimum is not None and number < minimum:

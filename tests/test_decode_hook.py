@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import load_tiny, tiny_inputs
+
 from seats_exp.engine import Engine
 from seats_exp.selection import VIDEO, BaseSelector, KVSelection
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -29,6 +28,7 @@ for p in (str(ROOT), str(HERE)):
         sys.path.insert(0, p)
 
 import bench_fixtures as bf  # noqa: E402
+
 from evaluation import benchmarks as B  # noqa: E402
 from evaluation import common as C  # noqa: E402
 
@@ -122,7 +122,12 @@ def test_duplicate_sample_ids_resume_by_occurrence(data, tmp_path):
 def test_changed_annotation_file_is_a_refusal_not_a_resume(data, tmp_path):
     """The annotation file's content hash is part of the point: resuming a folder after the file was
     edited (here: its rows reordered) is refused, naming the key, before any data or model work."""
-    from launchers.resume import RunFolderConflict, finished_result, folder_state, with_data_identity
+    from launchers.resume import (
+        RunFolderConflict,
+        finished_result,
+        folder_state,
+        with_data_identity,
+    )
 
     fx = data["dailyomni"]
     ann = tmp_path / "qa.json"
@@ -492,7 +497,7 @@ def test_ctrl_c_marks_the_run_folder_interrupted_and_says_how_to_resume(tmp_path
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
     last = [ln for ln in err.splitlines() if ln.strip()][-1]
