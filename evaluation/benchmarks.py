@@ -30,7 +30,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -48,9 +48,10 @@ DOCS_NAME = "docs.jsonl"
 FAMILY_RESIZE_FACTOR = {"qwen2_5_omni": 28, "qwen3_omni": 32}
 
 
-class BenchmarkDataError(FileNotFoundError):
-    """A configured annotation file or video folder is missing or unreadable; the message names
-    the config key (``benchmark.tasks.<key>.<field>``)."""
+class BenchmarkDataError(FileNotFoundError, ValueError):
+    """A configured annotation file or video folder is missing, unreadable, empty or holds no row
+    that can be scored, or a task names an unknown template; the message names the config key
+    (``benchmark.tasks.<key>.<field>``).  The CLI prints it as one line (exit 2)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,55 +59,20 @@ class BenchmarkDataError(FileNotFoundError):
 # --------------------------------------------------------------------------------------------
 
 
-def _join(root: str | os.PathLike, rel: Any) -> str:
-    path = Path(os.path.expanduser(str(rel)))
-    if not path.is_absolute():
-        path = Path(root) / path
-    return str(path.resolve())
-
-
-def _dailyomni_video(doc: Mapping, root: str) -> str:
-    vid = str(doc["video_id"])
-    return _join(root, Path("videos") / vid / f"{vid}_video.mp4")
-
-
-def _worldsense_video(doc: Mapping, root: str) -> str:
-    return _join(root, doc["video_path"])
-
-
-def _omnivideobench_video(doc: Mapping, root: str) -> str:
-    return _join(root, doc["video"])
-
-
-def _videomme_video(doc: Mapping, root: str) -> str:
-    vid = str(doc["videoID"])
-    candidates = [_join(root, Path("data") / f"{vid}{ext}") for ext in (".mp4", ".MP4", ".mkv")]
-    for cand in candidates:
-        if os.path.exists(cand):
-            return cand
-    return candidates[0]
-
-
-def _lvomnibench_video(doc: Mapping, root: str) -> str:
-    return _join(root, Path("videos") / f"{doc['video_id']}.mp4")
-
-
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """One benchmark template: its task folder, fields and video layout."""
+    """One benchmark template: a folder ``<tasks_dir>/<name>/`` holding ``<name>.yaml`` (the
+    lmms-eval task template) and ``utils.py`` (its functions and ``DEFINITION``, a
+    :class:`~evaluation.common.TaskDefinition`).  Every fact about the benchmark -- id field,
+    category field, breakdown keys, aggregation, video layout, required fields -- is read from
+    that ``DEFINITION``; nothing here repeats it."""
 
     name: str
-    title: str
-    id_field: str | None  # question id field (sample id); None -> row number
-    category_field: str | None  # aggregation group (None: plain mean)
-    breakdown_keys: tuple[str, ...]
-    aggregation: str  # "group_unique" | "mean"
-    video_field: str
-    resolve_video: Callable[[Mapping, str], str]  # (doc, video_root) -> absolute path
+    tasks_dir: Path = TASKS_DIR
 
     @property
     def template_dir(self) -> Path:
-        return TASKS_DIR / self.name
+        return self.tasks_dir / self.name
 
     @property
     def template_yaml(self) -> Path:
@@ -114,34 +80,57 @@ class BenchmarkSpec:
 
     @property
     def utils_module(self) -> str:
-        return f"evaluation.tasks.{self.name}.utils"
+        if self.tasks_dir == TASKS_DIR:
+            return f"evaluation.tasks.{self.name}.utils"
+        return f"_seats_tasks_{abs(hash(str(self.tasks_dir)))}.{self.name}.utils"
 
     def utils(self):
-        return importlib.import_module(self.utils_module)
+        if self.tasks_dir == TASKS_DIR:
+            return importlib.import_module(self.utils_module)
+        import sys
+        from importlib import util as import_util
+
+        if self.utils_module not in sys.modules:
+            spec = import_util.spec_from_file_location(self.utils_module, self.template_dir / "utils.py")
+            module = import_util.module_from_spec(spec)
+            sys.modules[self.utils_module] = module
+            spec.loader.exec_module(module)
+        return sys.modules[self.utils_module]
 
     @property
     def definition(self) -> C.TaskDefinition:
         return self.utils().DEFINITION
 
+    # views of the task folder's DEFINITION
+    title = property(lambda self: self.definition.title or self.name)
+    id_field = property(lambda self: self.definition.id_field)  # question id field; None -> row number
+    category_field = property(lambda self: self.definition.group_field)  # aggregation group
+    breakdown_keys = property(lambda self: tuple(self.definition.breakdowns))
+    aggregation = property(lambda self: self.definition.aggregation)  # "group_unique" | "mean"
+    video_field = property(lambda self: self.definition.video_field)
 
-BENCHMARKS: dict[str, BenchmarkSpec] = {
-    "dailyomni": BenchmarkSpec(
-        "dailyomni", "Daily-Omni", "question_id", "video_category",
-        ("video_category", "Type", "video_duration"), "group_unique", "video_id", _dailyomni_video),
-    "worldsense": BenchmarkSpec(
-        "worldsense", "WorldSense", "index", "task_type",
-        ("task_type", "domain", "duration", "audio_class"), "group_unique", "video_path", _worldsense_video),
-    "omnivideobench": BenchmarkSpec(
-        "omnivideobench", "OmniVideoBench", "question_id", None,
-        ("video_type", "question_type", "audio_type", "duration_bucket"), "mean", "video", _omnivideobench_video),
-    "videomme": BenchmarkSpec(
-        "videomme", "Video-MME", "question_id", None,
-        ("duration", "domain", "sub_category", "task_type"), "mean", "videoID", _videomme_video),
-    "lvomnibench": BenchmarkSpec(
-        "lvomnibench", "LVOmniBench", "question_id", "video_category",
-        ("video_category", "sub_category", "question_type", "audio_type", "difficulty", "duration_bucket"),
-        "group_unique", "video_id", _lvomnibench_video),
-}
+    def resolve_video(self, doc: Mapping, root: str) -> str:
+        """(doc, video_root) -> absolute video path, by the benchmark's own rule."""
+        return self.definition.video_path(doc, root)
+
+
+def discover(tasks_dir: str | os.PathLike = TASKS_DIR) -> dict[str, BenchmarkSpec]:
+    """Every task folder under ``tasks_dir`` (``<name>/<name>.yaml`` + ``<name>/utils.py``)."""
+    root = Path(tasks_dir)
+    out = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (folder / f"{folder.name}.yaml").is_file() and (folder / "utils.py").is_file():
+            out[folder.name] = BenchmarkSpec(folder.name, root)
+    return out
+
+
+#: template name -> spec, one per folder of ``evaluation/tasks``.  Adding a benchmark = adding a
+#: folder there (and its ``conf/benchmark`` files); nothing in this module changes.
+BENCHMARKS: dict[str, BenchmarkSpec] = discover()
+
+
+def known_templates() -> list[str]:
+    return sorted(BENCHMARKS)
 
 
 def get_spec(task_template: str) -> BenchmarkSpec:
@@ -407,9 +396,10 @@ def materialize(tasks: Mapping[str, Mapping], out_dir: str | os.PathLike, *, lim
         settings = _to_plain_settings(raw_settings or {})
         template = str(settings.get("task") or key)
         if template not in BENCHMARKS:
-            raise ValueError(f"benchmark.tasks.{key}.task: unknown task template {template!r}; "
-                             f"known: {sorted(BENCHMARKS)}")
+            raise BenchmarkDataError(f"benchmark.tasks.{key}.task: unknown task template {template!r}; "
+                                     f"known: {sorted(BENCHMARKS)}")
         spec = BENCHMARKS[template]
+        definition = spec.definition
         ann = _require_path(settings, key, "annotations", is_dir=False)
         video_root = _require_path(settings, key, "video_root", is_dir=True)
         try:
@@ -419,6 +409,7 @@ def materialize(tasks: Mapping[str, Mapping], out_dir: str | os.PathLike, *, lim
 
         wanted = _ids_for(sample_ids, key, template)
         docs: list[dict] = []
+        seen_ids: dict[str, int] = {}
         for row_index, row in enumerate(rows):
             if limit is not None and len(docs) >= int(limit):
                 break
@@ -426,17 +417,30 @@ def materialize(tasks: Mapping[str, Mapping], out_dir: str | os.PathLike, *, lim
             sid = str(row_index) if sid_value is None else str(sid_value)
             if wanted is not None and sid not in wanted:
                 continue
+            problem = definition.problem(row)
             try:
                 video_path = spec.resolve_video(row, str(video_root))
-            except KeyError as exc:
-                raise ValueError(f"benchmark.tasks.{key}.annotations: row {row_index} of {ann} has no "
-                                 f"{exc} field (needed for the video path)") from exc
+            except (KeyError, TypeError) as exc:
+                video_path = None
+                problem = problem or f"row has no {exc} field (needed for the video path)"
             doc = dict(row)
-            doc.update(_video_path=video_path, _sample_id=sid, _task_key=key, _row=row_index)
+            # _problem: why this row cannot be scored (None if it can); the model wrapper does not run it
+            # _occurrence: how many earlier rows carry the same id (resume matches on (task, id, occurrence))
+            occurrence = seen_ids.get(sid, 0)
+            seen_ids[sid] = occurrence + 1
+            doc.update(_video_path=video_path, _sample_id=sid, _task_key=key, _row=row_index, _problem=problem,
+                       _occurrence=occurrence, _manifest=str(out / MANIFEST_NAME))
             docs.append(doc)
         if not docs:
+            if not rows:
+                raise BenchmarkDataError(f"benchmark.tasks.{key}.annotations: {ann} holds no rows")
             why = "after the sample_ids/limit filter" if (wanted is not None or limit is not None) else "in the file"
-            raise ValueError(f"benchmark.tasks.{key}: no samples left {why} ({ann})")
+            raise BenchmarkDataError(f"benchmark.tasks.{key}: no samples left {why} ({ann})")
+        problems = [d["_problem"] for d in docs if d["_problem"]]
+        if len(problems) == len(docs):
+            shown = "; ".join(sorted(set(problems))[:3])
+            raise BenchmarkDataError(f"benchmark.tasks.{key}.annotations: none of the {len(docs)} rows of {ann} can "
+                                     f"be scored ({shown}); is this the {spec.title} annotation file?")
         missing_ids = sorted(wanted - {d["_sample_id"] for d in docs}) if wanted is not None and limit is None else []
 
         task_name = f"{TASK_PREFIX}{key}"
@@ -504,6 +508,27 @@ def materialize(tasks: Mapping[str, Mapping], out_dir: str | os.PathLike, *, lim
     manifest = {"include_path": str(out), "tasks": {**kept, **manifest_entries}}
     manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return names
+
+
+def annotation_hashes(tasks: Iterable[Any]) -> dict[str, str]:
+    """task key -> sha256 of its annotation file (tasks with a readable file that is not generated by
+    the synthetic set, whose identity is its ``synthetic`` settings).  Part of a run's identity: an
+    edited or reordered annotation file makes a different point, never a silent mix of answers."""
+    import hashlib
+
+    out = {}
+    for t in tasks:
+        if getattr(t, "synthetic", None):
+            continue
+        path = Path(os.path.expanduser(str(t.annotations)))
+        if not path.is_file():
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        out[str(t.key)] = digest.hexdigest()
+    return out
 
 
 def load_manifest(out_dir: str | os.PathLike) -> dict[str, dict]:

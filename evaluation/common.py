@@ -292,13 +292,14 @@ OMNI_ANSWER_PREFIXES = (
 
 
 def first_capital_faithful(response: str) -> str:
-    """OmniVideoBench/LVOmniBench faithful parser: remove the answer phrases, "" for > 10 words
-    without A-D, else the first capital A/B/C/D anywhere ("Based on" -> "B")."""
+    """OmniVideoBench/LVOmniBench faithful parser: remove the answer phrases, then the first capital
+    A/B/C/D anywhere ("Based on" -> "B"), else "".
+
+    Upstream also returns "" early for a reply of more than 10 words without A-D; that branch can
+    never change the result (without A-D the search below returns "" too), so it is not repeated."""
     s = (response or "").strip()
     for prefix in OMNI_ANSWER_PREFIXES:
         s = s.replace(prefix, "")
-    if len(s.split()) > 10 and not re.search("[ABCD]", s):
-        return ""
     m = re.search("[ABCD]", s)
     return m.group(0) if m else ""
 
@@ -359,75 +360,129 @@ def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^0-9a-z]+", " ", str(text).lower()).split())
 
 
-_PHRASE = (
-    r"(?i:(?:final\s+answer|correct\s+answer|best\s+answer|answer|correct\s+option|best\s+option|"
-    r"option|correct\s+choice|best\s+choice|choice|i\s+choose|i\s+select|i\s+pick)"
-    r"(?:\s+(?:is|would\s+be|should\s+be|will\s+be))?\s*(?:[:=\-]|：)?\s*"
-    r"(?:(?:option|choice)\s+)?)"
-)
+# A letter as an answer names it: "B", "(B)", "[B]", "B)" -- not part of a word.
+_L = r"[\(\[]?\s*([A-Za-z])\s*[\)\]]?(?![A-Za-z'’])"
+_CONNECT = r"\s*(?:(?:is|would\s+be|should\s+be|will\s+be|must\s+be|seems\s+to\s+be)\s*[:=\-]?|[:=\-：])\s*"
+_ADVERB = r"(?:(?:probably|likely|clearly|definitely|most\s+likely)\s+)?"
+_OPTION_WORD = r"(?:(?:option|choice)\s+)?"
+#: Explicit answer statements ("the answer is B", "Answer: (c)", "I choose D", "C is correct", "答案是C").
+_STRONG = [
+    re.compile(r"(?i:\b(?:answer|option|choice)" + _CONNECT + _ADVERB + _OPTION_WORD + r")" + _L),
+    re.compile(r"(?i:\b(?:i\s+(?:would\s+|will\s+)?(?:choose|select|pick|go\s+with)|final\s+answer)\s*[:\-]?\s*"
+               + _OPTION_WORD + r")" + _L),
+    re.compile(r"(?:答案是|答案为|答案：|答案:|选择|选)\s*" + _L),
+    re.compile(r"(?:(?i:\b(?:option|choice))\s+)?(?<![A-Za-z'’])([A-Z])(?![A-Za-z'’])\s*(?i:is\s+(?:the\s+)?(?:most\s+likely\s+)?"
+               r"(?:correct|right|best|true|answer)\b)"),
+]
+#: Cues that make the next letter/option a rejected one ("not A", "rather than C", "rule out D").
+_NEG_BEFORE = re.compile(r"(?i:(?:\bnot|n't|\bnever|\bneither|\bnor|\bthan|\binstead\s+of|\bexcept|\bexcluding|"
+                         r"\beliminat\w*|\brul\w*\s+out|\bno)\s+(?:be\s+)?(?:the\s+|a\s+|an\s+)?"
+                         r"(?:(?:option|choice|answer)s?\s+)?[\(\[]?\s*)$")
+#: ... or a rejecting predicate after it ("A and B are wrong", "Option C is incorrect", "D can be ruled out").
+_NEG_AFTER = re.compile(r"^\s*[\)\]]?\s*(?:(?:,|and|or)\s*(?:(?i:option|choice)\s+)?[\(\[]?[A-Z][\)\]]?\s*)*"
+                        r"(?i:(?:is|are|was|were|seems?|would\s+be|can\s+be|could\s+be|must\s+be|should\s+be)\s+"
+                        r"(?:definitely\s+|clearly\s+|also\s+)?)?"
+                        r"(?i:not\b|n't\b|incorrect|wrong|false|unlikely|impossible|ruled\s+out|eliminated|excluded)")
+#: Words after a leading capital "A" that make it a letter ("A is ...", "A or B"), not the article ("A dog").
+_AFTER_LETTER_WORDS = {"is", "or", "and", "because", "since", "as", "but", "nor", "seems", "would", "should",
+                       "could", "fits", "matches", "appears", "looks", "was", "then", "so", "must", "can",
+                       "might", "makes", "best", "correct", "being"}
+
+
+def _negated(text: str, start: int, end: int) -> bool:
+    return bool(_NEG_BEFORE.search(text[:start])) or bool(_NEG_AFTER.match(text[end:]))
+
+
+def _letter_ok(text: str, m: re.Match, allowed: set[str]) -> str | None:
+    """The allowed (upper-case) letter of a match; a lower-case letter only in unambiguous spots:
+    in brackets, or closed by punctuation or the end of the reply."""
+    letter = m.group(1)
+    if letter.upper() not in allowed:
+        return None
+    if letter.isupper():
+        return letter
+    whole = m.group(0)
+    after = text[m.end():]
+    if "(" in whole or "[" in whole or re.match(r"\s*(?:[\)\].,;:!?]|$)", after):
+        return letter.upper()
+    return None
+
+
+def _is_article(text: str, end: int) -> bool:
+    """A capital "A" followed by a lower-case word that is not one of the letter-sentence words."""
+    m = re.match(r"\s+([a-z][a-z'’]*)", text[end:])
+    return bool(m) and m.group(1) not in _AFTER_LETTER_WORDS
 
 
 def robust_extract(response: str, letters: Sequence[str] = ("A", "B", "C", "D"),
                    options: Sequence[str] = ()) -> str | None:
-    """A careful letter extractor; ``None`` when the reply names no option.
+    """A careful letter extractor; ``None`` when the reply names no offered option (refusals included).
 
-    Order: a reply that is just a letter (any case, punctuation/brackets/markdown ignored); an
-    explicit answer pattern ("answer is B", "Answer: (c)", "option B"), last one wins; a leading
-    standalone letter ("B. The dog", not the article "A dog"); the last parenthesised letter;
-    the last standalone capital letter that is not the article "A"; matching against the real
-    option texts (the longest matching text wins).
+    Order: (1) a reply that is just a letter, any case (brackets/markdown/punctuation ignored);
+    (2) an explicit answer statement -- "the answer is B", "Answer: (c)", "I choose D",
+    "C is correct", "答案是C" -- the last one wins; (3) a leading letter ("B, because ...",
+    "c) applause", "D - Silence"; not the article in "A dog ..."); (4) the first letter mentioned that
+    is not rejected ("not A", "rather than C", "A and B are wrong", "option C is incorrect"),
+    article "A" excepted; (5) the real option texts (longest match, rejected ones skipped).
+    Letters outside ``letters`` never count.  Corpus: ``tests/data/robust_parser_corpus.json``.
     """
     if response is None:
         return None
     text = str(response).strip()
     if not text:
         return None
-    allowed = [str(x).upper() for x in letters]
-    allowed_set = set(allowed)
-    cls = "".join(sorted(allowed_set))
-    clean = text.replace("*", "").replace("`", "").strip()
+    allowed = {str(x).upper() for x in letters}
+    clean = text.replace("*", "").replace("`", "").replace("_", " ").strip()
 
+    # (1) just a letter
     bare = clean.strip(" \t\n.,;:!?'\"()[]{}<>")
-    if len(bare) == 1 and bare.upper() in allowed_set:
+    if len(bare) == 1 and bare.upper() in allowed:
         return bare.upper()
 
-    last = None
-    for m in re.finditer(_PHRASE + r"[\(\[]?\s*([A-Za-z])(?![A-Za-z'’])\s*([\)\].,;:!?]|$)?", clean):
-        letter = m.group(1)
-        if letter in allowed_set:
-            last = letter
-        elif letter.upper() in allowed_set and (m.group(2) is not None):
-            last = letter.upper()  # lowercase only when closed by punctuation or the end
-    if last is not None:
-        return last
+    # (2) explicit answer statements, last one wins
+    strong: list[tuple[int, str]] = []
+    for pattern in _STRONG:
+        for m in pattern.finditer(clean):
+            letter = _letter_ok(clean, m, allowed)
+            if letter is not None and not _NEG_AFTER.match(clean[m.end():]):
+                strong.append((m.start(1), letter))
+    if strong:
+        return max(strong)[1]
 
-    m = re.match(r"^[\(\[]?([" + cls + r"])(?:[\)\]\.:,]|$)", clean)
-    if m:
+    # (3) a leading letter
+    m = re.match(r"^[\(\[]?\s*([A-Za-z])(?:\s*[\)\]\.:,]|\s*[-–—]\s|\s*$)", clean)
+    if m and m.group(1).upper() in allowed and not _NEG_AFTER.match(clean[m.end():]):
+        return m.group(1).upper()
+    m = re.match(r"^([A-Z])(?=\s+\S)", clean)
+    if m and m.group(1) in allowed and not (m.group(1) == "A" and _is_article(clean, m.end())) \
+            and not _NEG_AFTER.match(clean[m.end():]):
         return m.group(1)
-    m = re.match(r"^([" + cls + r"])\s+\S", clean)
-    if m and m.group(1) != "A":
-        return m.group(1)
 
-    paren = re.findall(r"[\(\[]([" + cls + r"])[\)\]]", clean)
-    if paren:
-        return paren[-1]
+    # (4) the first letter mentioned that is not rejected
+    mention = re.compile(r"(?:(?i:\b(?:option|choice))\s+" + _L + r")|(?:[\(\[]\s*([A-Za-z])\s*[\)\]])|"
+                         r"(?:(?<![A-Za-z'’])([A-Z])(?![A-Za-z'’]))")
+    for m in mention.finditer(clean):
+        group = next(g for g in (1, 2, 3) if m.group(g) is not None)
+        letter = m.group(group).upper()
+        if letter not in allowed:
+            continue
+        if group == 3 and m.group(3) == "A" and _is_article(clean, m.end()):
+            continue
+        if _negated(clean, m.start(), m.end()):
+            continue
+        return letter
 
-    standalone = []
-    for m in re.finditer(r"(?<![A-Za-z'’])([" + cls + r"])(?![A-Za-z'’])", clean):
-        letter = m.group(1)
-        if letter == "A" and re.match(r"\s+[a-z]", clean[m.end():]):
-            continue  # the article "A"
-        standalone.append(letter)
-    if standalone:
-        return standalone[-1]
-
+    # (5) option texts
     table = option_table(options)
     reply = " " + _norm(text) + " "
     hits = []
     for letter, opt_text in table.items():
         key = _norm(opt_text)
-        if letter in allowed_set and key and f" {key} " in reply:
-            hits.append((len(key), reply.rfind(f" {key} "), letter))
+        if letter not in allowed or not key:
+            continue
+        for hit in re.finditer(r"(?<= )" + re.escape(key) + r"(?= )", reply):
+            if not _NEG_BEFORE.search(reply[:hit.start()]):
+                hits.append((len(key), hit.start(), letter))
     if hits:
         return max(hits)[2]
     return None
@@ -534,6 +589,23 @@ def category_table(records: Iterable[Mapping], fieldname: str, *, unique_ids: bo
 # --------------------------------------------------------------------------------------------
 
 
+def join_path(root: str, rel: Any) -> str:
+    """``rel`` under the video root (absolute paths and ``~`` are kept), resolved."""
+    import os
+    from pathlib import Path
+
+    path = Path(os.path.expanduser(str(rel)))
+    if not path.is_absolute():
+        path = Path(root) / path
+    return str(path.resolve())
+
+
+def _blank(value: Any) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
 def _clean(value: Any) -> Any:
     """Make a doc value JSON/arrow friendly for a record."""
     if _is_sequence(value):
@@ -565,12 +637,45 @@ class TaskDefinition:
     extra: Callable[[Mapping, str], dict] = field(default=lambda doc, scoring: {})
     cluster_field: str | None = None
     case_insensitive: bool = False
+    # What ``evaluation.benchmarks`` needs to find the benchmark's data (the task folder is the only
+    # place these facts are written): display title, the field naming the video and the rule that
+    # turns a row into the absolute video path.
+    title: str = ""
+    video_field: str | None = None
+    video_path: Callable[[Mapping, str], str] | None = None
+    # Fields a row must have to be scored: the question text, its options and the gold answer.
+    question_field: str | None = None
+    options: Callable[[Mapping], list] | None = None  # doc -> option strings
+    answer_field: str | None = None
 
     def sample_id(self, doc: Mapping) -> str | None:
         sid = doc.get("_sample_id")
         if sid is None and self.id_field is not None:
             sid = doc.get(self.id_field)
         return None if sid is None else str(sid)
+
+    def problem(self, doc: Mapping) -> str | None:
+        """Why a row cannot be scored (a missing question/answer/options field, an answer that is
+        not one of the options), or None.  Such a row becomes a per-sample error, never a score."""
+        for name in (self.question_field, self.answer_field):
+            if name is not None and _blank(doc.get(name)):
+                return f"row has no {name!r} field" if name not in doc else f"row has an empty {name!r} field"
+        if self.options is None:
+            return None
+        try:
+            opts = self.options(doc)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is this row's problem
+            return f"the options of this row cannot be read: {exc}"
+        if not opts:
+            return "row has no options"
+        if self.answer_field is not None:
+            # options that do not split into two or more are checked against A-D (upstream's letters)
+            letters = letters_for(opts) if len(opts) >= 2 else list("ABCD")
+            gold = answer_letter(doc.get(self.answer_field), opts)
+            if gold not in letters:
+                return (f"answer {str(doc.get(self.answer_field)).strip()!r} is not one of the options "
+                        f"{'/'.join(letters)}")
+        return None
 
     def aggregate(self, records: Iterable[Mapping]) -> float:
         if self.aggregation == "group_unique":
@@ -582,6 +687,7 @@ class TaskDefinition:
         reply = results[0] if results else ""
         reply = "" if reply is None else str(reply)
         sid = self.sample_id(doc)
+        problem = doc.get("_problem") or self.problem(doc)
         record: dict[str, Any] = {
             "task": self.template,
             "task_key": doc.get("_task_key"),
@@ -589,11 +695,15 @@ class TaskDefinition:
             "group": _clean(doc.get(self.group_field)) if self.group_field else None,
             CLUSTER_KEY: _clean(doc.get(self.cluster_field)) if self.cluster_field else doc.get("_video_path"),
             "scoring": scoring,
-            "answer": self.gold(doc, scoring),
+            "answer": None if problem else self.gold(doc, scoring),
             "response": reply,
         }
         for name in self.record_fields:
             record[name] = _clean(doc.get(name))
+        if problem:  # a bad row: an error with its reason, never compared with a gold answer
+            record.update(pred=None, score=None, error=f"bad annotation row: {problem}", fallback=None,
+                          answer=None)
+            return record
         record.update(self.extra(doc, scoring))
         if is_error(reply):
             record.update(pred=None, score=None, error=error_reason(reply), fallback=None)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from lmms_eval.api.model import lmms
 
-from evaluation.common import ERROR_MARKER
+from evaluation.common import ERROR_MARKER, is_error
 from evaluation.media import MediaError, MediaSettings, build_inputs
 
 log = logging.getLogger(__name__)
@@ -54,12 +54,59 @@ class Runtime:
     task_settings: dict[str, dict] = field(default_factory=dict)  # lmms task name -> settings
     seed: int = 0
     sink: Callable[[dict], None] | None = None
-    done: dict[tuple[str, int], str] = field(default_factory=dict)  # (task, doc_id) -> answer (resume)
+    # resume: (task, sample id, occurrence) -> answer.  Matched on the question's own id, never on the row
+    # number, so a saved answer is only ever scored against the question it answered (``resume_key``).
+    done: dict[tuple[str, str, int], str] = field(default_factory=dict)
     fidelity: bool = False
     progress: bool = True
     family: str = "qwen2_5_omni"
     # Data parallel (seats_exp.distributed.Shard): generate only owned docs, take the others from the other ranks.
     shard: Any = None
+    # lmms-eval CLI path: model_args media settings, used only for tasks that carry no seats settings
+    cli_media: dict = field(default_factory=dict)
+
+
+def resume_key(task: str, doc: dict, doc_id: int) -> tuple[str, str, int]:
+    """(task, sample id, occurrence) of a document: what a saved answer is matched on."""
+    sid = doc.get("_sample_id")
+    return (task, str(doc_id if sid is None else sid), int(doc.get("_occurrence") or 0))
+
+
+def record_key(record: dict) -> tuple[str, str, int]:
+    """The same key read back from a ``samples.jsonl`` record."""
+    sid = record.get("sample_id")
+    return (str(record["task"]), str(record.get("doc_id") if sid is None else sid), int(record.get("occurrence") or 0))
+
+
+def guard_response_cache() -> None:
+    """Keep error replies out of lmms-eval's ``--use_cache`` response cache.
+
+    lmms-eval stores every non-empty deterministic reply in SQLite and appends it to an audit log it
+    replays into the database on the next start; an error reply (a missing or corrupt video) would be
+    replayed after the file is fixed.  Error replies are therefore neither stored nor replayable
+    (their audit line carries no cache key).  Idempotent."""
+    try:
+        from lmms_eval.caching.response_cache import ResponseCache
+    except ImportError:  # pragma: no cover - lmms-eval without the response cache
+        return
+    if getattr(ResponseCache, "_seats_guarded", False):
+        return
+    valid, audit = ResponseCache._is_valid_response, ResponseCache._log_to_audit
+
+    def _text(response):
+        return getattr(response, "text", response)
+
+    def is_valid_response(response, request_type):
+        return not is_error(_text(response)) and valid(response, request_type)
+
+    def log_to_audit(self, request_type, task_name, doc_id, idx, gen_kwargs, response, **kwargs):
+        if is_error(_text(response)):
+            kwargs["cache_key"] = ""  # the audit replay skips lines without a key
+        return audit(self, request_type, task_name, doc_id, idx, gen_kwargs, response, **kwargs)
+
+    ResponseCache._is_valid_response = staticmethod(is_valid_response)
+    ResponseCache._log_to_audit = log_to_audit
+    ResponseCache._seats_guarded = True
 
 
 class SeatsOmni(lmms):
@@ -85,6 +132,8 @@ class SeatsOmni(lmms):
                 method_params=kwargs,
             )
         self.runtime = runtime
+        guard_response_cache()
+        self._media_cache: dict[str, MediaSettings] = {}
         self._rank, self._world_size = 0, 1
         self.task_dict = {}
 
@@ -109,13 +158,14 @@ class SeatsOmni(lmms):
                 answers.append(None)  # another rank's document: filled in after the exchange below
                 bar.update(1)
                 continue
-            if key in self.runtime.done:
-                owned[key] = self.runtime.done[key]
+            doc = self.task_dict[task][split][doc_id]
+            saved = resume_key(task, doc, int(doc_id))
+            if saved in self.runtime.done:
+                owned[key] = self.runtime.done[saved]
                 answers.append(owned[key])
                 bar.update(1)
                 continue
-            doc = self.task_dict[task][split][doc_id]
-            owned[key] = self._answer(context, dict(gen_kwargs or {}), doc_to_visual(doc), int(doc_id), task, doc)
+            owned[key] = self._answer(context, dict(gen_kwargs or {}), doc_to_visual, int(doc_id), task, doc)
             answers.append(owned[key])
             bar.update(1)
         bar.close()
@@ -126,24 +176,52 @@ class SeatsOmni(lmms):
         return answers
 
     # -- one sample ---------------------------------------------------------------------------------------
-    def media_settings(self, task: str) -> MediaSettings:
+    def media_settings(self, task: str, doc: dict | None = None) -> MediaSettings:
+        """The task's loader settings.  ``seats-exp`` passes them in (``Runtime.task_settings``); on the
+        lmms-eval CLI path they are read from the materialised task's manifest (``_manifest`` of its
+        documents), so both entry points send the same media for the same task.  A task without seats
+        settings gets the upstream defaults, with the model_args ``fps``/``max_frames``."""
         s = self.runtime.task_settings.get(task)
-        if s is None:  # lmms-eval CLI path: upstream defaults and the upstream system-prompt rule
+        if s is not None:
+            return MediaSettings(**s)
+        if task in self._media_cache:
+            return self._media_cache[task]
+        manifest = (doc or {}).get("_manifest")
+        if manifest:
+            from evaluation import benchmarks
+
+            import json
+            from pathlib import Path
+
+            entries = json.loads(Path(manifest).read_text(encoding="utf-8"))["tasks"]
+            if task not in entries:
+                raise MediaError(f"task {task} is not in its manifest {manifest}; materialise the tasks again")
+            settings = MediaSettings(**benchmarks.media_settings(entries[task], self.runtime.family))
+        else:  # not a seats task: upstream defaults and the upstream system-prompt rule
             from evaluation.common import system_text
 
             persona = any(h in task.lower() for h in _PERSONA_TASK_HINTS)
-            return MediaSettings.defaults(self.runtime.family, system_text("persona" if persona else "empty"))
-        return MediaSettings(**s)
+            settings = MediaSettings.defaults(self.runtime.family, system_text("persona" if persona else "empty"))
+            for name in ("fps", "max_frames"):
+                if self.runtime.cli_media.get(name) is not None:
+                    setattr(settings, name, self.runtime.cli_media[name])
+        self._media_cache[task] = settings
+        return settings
 
-    def _answer(self, context: str, gen_kwargs: dict, visuals, doc_id: int, task: str, doc: dict) -> str:
+    def _answer(self, context: str, gen_kwargs: dict, doc_to_visual, doc_id: int, task: str, doc: dict) -> str:
         rt = self.runtime
-        record: dict[str, Any] = {"task": task, "doc_id": doc_id, "sample_id": doc.get("_sample_id", doc_id)}
+        record: dict[str, Any] = {"task": task, "doc_id": doc_id, "sample_id": doc.get("_sample_id", doc_id),
+                                  "occurrence": int(doc.get("_occurrence") or 0)}
         started = time.perf_counter()
         try:
+            if doc.get("_problem"):  # a row that cannot be scored: no generation, the reason is recorded
+                raise MediaError(f"bad annotation row: {doc['_problem']}")
+            visuals = doc_to_visual(doc)
             if not visuals:
                 raise MediaError("the task gave no video for this sample")
             video = visuals[0]
-            inputs, has_audio = build_inputs(rt.model.processor, rt.family, video, context, self.media_settings(task))
+            inputs, has_audio = build_inputs(rt.model.processor, rt.family, video, context,
+                                             self.media_settings(task, doc))
             record["audio_in_video"] = has_audio
             if not has_audio:
                 record["warning"] = "video has no audio track; run without audio-in-video"

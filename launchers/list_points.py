@@ -51,7 +51,7 @@ def expand(args: list[str], *, compose_points: bool = True) -> tuple[dict, list[
     from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
-    from launchers.resume import folder_state
+    from launchers.resume import folder_state, with_data_identity
     from seats_exp.config import ConfigError, validate
     from seats_exp.package import initialize_hydra
 
@@ -85,11 +85,12 @@ def expand(args: list[str], *, compose_points: bool = True) -> tuple[dict, list[
             folder = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
             task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
             problem = None
+            point_yaml = OmegaConf.to_yaml(task_cfg, resolve=True)
             try:
-                validate(task_cfg, check_data=False)
+                point_yaml = with_data_identity(point_yaml, validate(task_cfg, check_data=False))
             except ConfigError as exc:
                 problem = str(exc)
-            fs = folder_state(folder, OmegaConf.to_yaml(task_cfg, resolve=True))
+            fs = folder_state(folder, point_yaml)
             state = {"partial": f"partial ({fs.n_samples} samples)",
                      "conflict": f"conflict ({', '.join(fs.differing[:3])})"}.get(fs.state, fs.state)
             points.append(Point(idx, list(overrides), swept, str(cfg.run_name), folder, state, problem))
@@ -128,15 +129,29 @@ def format_points(info: dict, points: list[Point]) -> str:
     return "\n".join(lines)
 
 
+def _one_line(exc: BaseException) -> str:
+    """Hydra's message without its provider listing and documentation links."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if not ln.startswith(("provider=", "See https://", "Config search path"))]
+    text = " ".join(keep) or type(exc).__name__
+    return text.replace("Available options: ", "available options: ")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
         return 0
     args = [a for a in args if a not in ("-m", "--multirun")]
-    info, points = expand(args)
+    from hydra.errors import HydraException
+
+    try:
+        info, points = expand(args)
+    except HydraException as exc:  # a bad override: unknown key or option, unparsable value
+        print(f"seats-exp-sweep-list: bad override: {_one_line(exc)}", file=sys.stderr)
+        return 2
     print(format_points(info, points))
-    return 1 if any(p.problem for p in points) else 0
+    return 2 if any(p.problem for p in points) else 0  # an invalid point is bad input (exit 2, as seats-exp)
 
 
 if __name__ == "__main__":

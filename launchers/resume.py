@@ -106,3 +106,18 @@ def finished_result(run_dir: str | Path, config_yaml: str) -> dict | None:
     if state.state == "done":
         return json.loads((Path(run_dir) / "result.json").read_text())
     return None
+
+
+#: Key added to a point's configuration: sha256 of every annotation file (evaluation.benchmarks.annotation_hashes).
+DATA_IDENTITY_KEY = "annotations_sha256"
+
+
+def with_data_identity(config_yaml: str, rc) -> str:
+    """``config_yaml`` plus the content hash of each task's annotation file, so that a changed file is
+    a conflict (a clear refusal naming ``annotations_sha256.<task>``), never a resume onto other rows."""
+    from evaluation.benchmarks import annotation_hashes
+
+    hashes = annotation_hashes(rc.benchmark.tasks)
+    if not hashes:
+        return config_yaml
+    return config_yaml.rstrip("\n") + "\n" + yaml.safe_dump({DATA_IDENTITY_KEY: hashes}, sort_keys=True)

@@ -30,6 +30,27 @@ def _summary_table(result: dict) -> str:
     return format_table([result])
 
 
+INTERRUPTED_NAME = "interrupted.json"
+
+
+def _mark_interrupted(run_dir: Path, argv: list[str]) -> str:
+    """Mark the run folder interrupted (its samples stay; there is no result.json) and say how to resume."""
+    import json
+    import shlex
+    import time
+
+    from launchers.resume import answered_samples
+
+    n = answered_samples(run_dir) if run_dir.is_dir() else 0
+    args = [a for a in argv if not a.startswith("hydra.run.dir=")]
+    resume = shlex.join(["seats-exp", *args, f"hydra.run.dir={run_dir}"])
+    if run_dir.is_dir():
+        (run_dir / INTERRUPTED_NAME).write_text(json.dumps(
+            {"interrupted_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "answered_samples": n, "resume": resume}, indent=1))
+    return (f"interrupted: {n} answered sample(s) kept in {run_dir} (no result.json); "
+            f"resume with: {resume}")
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
@@ -61,15 +82,19 @@ def main(cfg: DictConfig) -> float | None:
     from seats_exp import runner
 
     from evaluation.benchmarks import BenchmarkDataError
+    from launchers.resume import RunFolderConflict
     from seats_exp.models.loading import ModelLoadError
 
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         result = runner.run(rc, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
-    except (ModelLoadError, BenchmarkDataError) as exc:
+    except (ModelLoadError, BenchmarkDataError, RunFolderConflict, ConfigError) as exc:
         log.error("%s", exc)
         print(f"seats-exp: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"seats-exp: {_mark_interrupted(Path(run_dir), sys.argv[1:])}", file=sys.stderr)
+        raise SystemExit(130) from None
     print(_summary_table(result))
     print(f"output folder: {result['run_dir']}")
     return result.get("accuracy")

@@ -7,6 +7,7 @@ options are rejected by Hydra itself, which lists the available ones.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,95 @@ def _ratio(key: str, value) -> float:
     return value
 
 
+def _int(key: str, value, *, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    """An integer setting (``None`` only when ``allow_none``); one sentence naming the key otherwise."""
+    what = "a whole number" + (f" >= {minimum}" if minimum is not None else "") + (" or null" if allow_none else "")
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"{key}={value!r} is not {what}")
+    try:
+        number = float(value) if not isinstance(value, int) else value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not {what}") from None
+    if isinstance(number, float) and (math.isnan(number) or not number.is_integer()):
+        raise ConfigError(f"{key}={value!r} is not {what}")
+    number = int(number)
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{key}={value!r} is not {what}")
+    return number
+
+
+def _positive_float(key: str, value) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not a positive number") from None
+    if not number > 0 or number == float("inf"):
+        raise ConfigError(f"{key}={value!r} is not a positive number")
+    return number
+
+
+def _check_task(t: "TaskCfg", family: str) -> None:
+    """Every typed task setting, before any data or weight is touched."""
+    from evaluation.benchmarks import known_templates
+
+    where = f"benchmark.tasks.{t.key}"
+    templates = known_templates()
+    _choice(f"{where}.task", t.task, templates)
+    for name in ("annotations", "video_root"):
+        if not isinstance(getattr(t, name), str) or not getattr(t, name):
+            raise ConfigError(f"{where}.{name}={getattr(t, name)!r} must be a path")
+    t.fps = _positive_float(f"{where}.fps", t.fps)
+    if not isinstance(t.max_frames, dict):
+        raise ConfigError(f"{where}.max_frames={t.max_frames!r} must map model families to frame caps, "
+                          f"e.g. {{{family}: 128}}")
+    if family not in t.max_frames:
+        raise ConfigError(f"{where}.max_frames has no entry for model family {family}")
+    t.max_frames = {k: _int(f"{where}.max_frames.{k}", v, minimum=2) for k, v in t.max_frames.items()}
+    for name in ("min_pixels", "max_pixels", "total_pixels"):
+        setattr(t, name, _int(f"{where}.{name}", getattr(t, name), minimum=1))
+    _choice(f"{where}.system_prompt", t.system_prompt, ("persona", "empty"))
+    if not isinstance(t.generation, dict):
+        raise ConfigError(f"{where}.generation={t.generation!r} must be a mapping of generation settings")
+    gen = t.generation
+    if "max_new_tokens" in gen:
+        gen["max_new_tokens"] = _int(f"{where}.generation.max_new_tokens", gen["max_new_tokens"], minimum=1)
+    if "num_beams" in gen:
+        gen["num_beams"] = _int(f"{where}.generation.num_beams", gen["num_beams"], minimum=1)
+        if gen["num_beams"] != 1:
+            raise ConfigError(f"{where}.generation.num_beams={gen['num_beams']}: token selection runs one "
+                              "sequence per sample; only num_beams=1 is supported")
+    for name in ("temperature", "top_p"):
+        if gen.get(name) is not None:
+            try:
+                gen[name] = float(gen[name])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}.generation.{name}={gen[name]!r} is not a number") from None
+    if "do_sample" in gen and not isinstance(gen["do_sample"], bool):
+        raise ConfigError(f"{where}.generation.do_sample={gen['do_sample']!r} must be true or false")
+    if t.synthetic is not None:
+        if not isinstance(t.synthetic, dict):
+            raise ConfigError(f"{where}.synthetic={t.synthetic!r} must be a mapping or null")
+        import inspect
+
+        from evaluation.synthetic import ensure
+
+        allowed = [n for n in inspect.signature(ensure).parameters if n != "root"]
+        unknown = sorted(set(t.synthetic) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{where}.synthetic has unknown keys {unknown}; allowed: {allowed}")
+        for name in ("num_clips", "fps", "width", "height", "sample_rate", "questions_per_clip"):
+            if name in t.synthetic:
+                t.synthetic[name] = _int(f"{where}.synthetic.{name}", t.synthetic[name], minimum=1)
+        if "seed" in t.synthetic:
+            t.synthetic["seed"] = _int(f"{where}.synthetic.seed", t.synthetic["seed"])
+        if "audio" in t.synthetic and not isinstance(t.synthetic["audio"], bool):
+            raise ConfigError(f"{where}.synthetic.audio={t.synthetic['audio']!r} must be true or false")
+        if "seconds" in t.synthetic:
+            t.synthetic["seconds"] = _positive_float(f"{where}.synthetic.seconds", t.synthetic["seconds"])
+
+
 def _schedule(raw: dict, family: str) -> ScheduleCfg:
     name = raw.get("name", "custom")
     pair = raw.get(family, raw)
@@ -189,12 +279,10 @@ def validate(cfg: DictConfig, *, check_data: bool = True) -> RunConfig:
     tasks = [_build(TaskCfg, f"benchmark.tasks.{k}", dict(v), key=k) for k, v in tasks_raw.items()]
     benchmark = _build(BenchmarkCfg, "benchmark", bench_raw, tasks=tasks)
     _choice("benchmark.scoring", benchmark.scoring, ("faithful", "robust"))
-    if benchmark.limit is not None and int(benchmark.limit) < 1:
-        raise ConfigError(f"benchmark.limit={benchmark.limit} must be a positive number of samples or null")
+    benchmark.limit = _int("benchmark.limit", benchmark.limit, minimum=1, allow_none=True)
+    benchmark.seed = _int("benchmark.seed", benchmark.seed)
     for t in tasks:
-        _choice(f"benchmark.tasks.{t.key}.system_prompt", t.system_prompt, ("persona", "empty"))
-        if model.family not in (t.max_frames or {}):
-            raise ConfigError(f"benchmark.tasks.{t.key}.max_frames has no entry for model family {model.family}")
+        _check_task(t, model.family)
         if check_data and mode == "run" and not t.synthetic:
             if not Path(t.annotations).exists():
                 raise ConfigError(f"benchmark.tasks.{t.key}.annotations={t.annotations} does not exist "
@@ -211,15 +299,13 @@ def validate(cfg: DictConfig, *, check_data: bool = True) -> RunConfig:
     engine = _to_dict(cfg, "engine")
     _choice("engine.kv_scope", engine.get("kv_scope", "all_executed"), ("all_executed", "after_drop_only"))
     ev = _to_dict(cfg, "eval")
-    if int(ev.get("batch_size", 1)) != 1:
+    if _int("eval.batch_size", ev.get("batch_size", 1)) != 1:
         raise ConfigError(f"eval.batch_size={ev.get('batch_size')}: token selection runs one sample at a time; "
                           "only batch size 1 is supported (use more GPUs/tasks for throughput)")
-    mnt = ev.get("max_new_tokens_override")
-    if mnt is not None and int(mnt) < 1:
-        raise ConfigError(f"eval.max_new_tokens_override={mnt} must be a positive integer or null")
+    mnt = _int("eval.max_new_tokens_override", ev.get("max_new_tokens_override"), minimum=1, allow_none=True)
 
     rc = RunConfig(
-        mode=mode, seed=int(cfg.get("seed", 0)), model=model, method=method, schedule=schedule, benchmark=benchmark,
+        mode=mode, seed=_int("seed", cfg.get("seed", 0)), model=model, method=method, schedule=schedule, benchmark=benchmark,
         logger=logger, kv_scope=engine.get("kv_scope", "all_executed"), fidelity=bool(ev.get("fidelity", False)),
         progress=bool(ev.get("progress", True)), max_new_tokens_override=None if mnt is None else int(mnt),
         plan=_to_dict(cfg, "plan"), paths=_to_dict(cfg, "paths"), run_name=str(cfg.get("run_name", "run")),

@@ -161,6 +161,11 @@ class Engine:
     def attach(self) -> "Engine":
         if self._handles:
             return self
+        owner = getattr(self.thinker, "_seats_engine", None)
+        if owner is not None and owner is not self:
+            raise RuntimeError("another token-selection engine is already attached to this model; detach it first "
+                               "(two engines would cut the same tensors twice)")
+        self._check_keywords()
         lm = self.adapter.language_model
         self._hook_layers = {int(x) for x in self.selector.hook_layers(self.adapter.num_layers)}
         self._has_decode_hook = type(self.selector).on_decode is not BaseSelector.on_decode
@@ -175,6 +180,7 @@ class Engine:
         # generate() may run the encoders before the prefill forward: start the clock there.
         for encoder in (self.adapter.vision_encoder, self.adapter.audio_encoder):
             self._handles.append(encoder.register_forward_pre_hook(self._on_encoder_start, with_kwargs=True))
+            self._handles.append(encoder.register_forward_hook(self._on_encoder_end, with_kwargs=True, always_call=True))
         for i, layer in enumerate(self.adapter.layers):
             self._handles.append(layer.register_forward_pre_hook(self._make_layer_pre(i), with_kwargs=True))
             self._handles.append(layer.register_forward_hook(self._make_layer_post(i), with_kwargs=True))
@@ -183,9 +189,29 @@ class Engine:
             lm._deepstack_process = self._deepstack_process
         if self.stats is not None:
             self.stats.attach()
+        self.thinker._seats_engine = self
         return self
 
+    def _check_keywords(self) -> None:
+        """The hooks find the KV cache under the keyword ``past_key_values``; a model whose forward
+        names it otherwise would make every decode step look like a new prefill (silently wrong)."""
+        import inspect
+
+        for what, fn in (("the Thinker", self.thinker.forward), ("decoder layer 0", self.adapter.layers[0].forward)):
+            params = inspect.signature(fn).parameters
+            if "past_key_values" not in params:
+                raise RuntimeError(f"{what}'s forward has no 'past_key_values' argument (it takes: "
+                                   f"{', '.join(params)}); this transformers version is not supported by the "
+                                   "token-selection engine")
+
+    def _clear_pending(self) -> None:
+        """Forget what the encoders of a generate() call left for its prefill (a failed or rejected call)."""
+        self._pending_clock, self._pending_grid = None, None
+
     def detach(self) -> None:
+        if getattr(self.thinker, "_seats_engine", None) is self:
+            del self.thinker._seats_engine
+        self._clear_pending()
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -223,6 +249,11 @@ class Engine:
                 self.stats.clock = self._pending_clock
                 self._pending_clock.stats_attached = True
 
+    def _on_encoder_end(self, module, args, kwargs, output):
+        if output is None and not self._state.prefill:  # an encoder raised inside generate() (corrupt pixels)
+            self._clear_pending()
+        return None
+
     def _on_thinker_start(self, module, args, kwargs):
         cache = kwargs.get("past_key_values")
         input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -233,24 +264,26 @@ class Engine:
             if self._has_decode_hook and st.modality is not None:
                 self._decode_step(cache)
             return None
+        pending_grid, pending_clock = self._pending_grid, self._pending_clock
+        self._clear_pending()  # consumed by this prefill, or dropped with it if it is rejected below
+        self._state = _CallState()  # nothing of an earlier call survives a rejected one
         if input_ids is None:
             raise ValueError("the token-selection engine needs input_ids at prefill (inputs_embeds alone "
                              "do not tell which tokens are video or audio)")
         if input_ids.shape[0] != 1:
             raise ValueError(f"batch size {input_ids.shape[0]} is not supported: token selection runs with "
-                             "batch size 1 (set the evaluation batch size to 1)")
-        st = self._state = _CallState()
+                             "batch size 1 and num_beams 1 (set the evaluation batch size to 1)")
+        st = self._state
         st.prefill = True
         st.input_ids = input_ids[0]
         st.video_grid_thw = kwargs.get("video_grid_thw")
         if st.video_grid_thw is None:
-            st.video_grid_thw = self._pending_grid
-        self._pending_grid = None
+            st.video_grid_thw = pending_grid
         spg = kwargs.get("video_second_per_grid")
         st.seconds_per_grid_tensor = spg.reshape(-1)[:1] if spg is not None and spg.numel() else None
         st.record.input_length = int(input_ids.shape[1])
-        if self._pending_clock is not None:  # encoders already ran inside generate()
-            st.clock, self._pending_clock = self._pending_clock, None
+        if pending_clock is not None:  # encoders already ran inside generate()
+            st.clock = pending_clock
         else:
             st.clock = _Clock(input_ids.device, self.cpu_timer)
             if st.clock.cuda:
@@ -263,13 +296,13 @@ class Engine:
 
     def _on_thinker_end(self, module, args, kwargs, output):
         st = self._state
-        if not st.prefill:
-            return None
-        if output is None:  # the forward raised: drop this prefill's state and statistics
+        if output is None:  # the forward raised (or was rejected): drop this call's state and statistics
             st.prefill = False
-            self._pending_clock, self._pending_grid = None, None
+            self._clear_pending()
             if self.stats is not None:
                 self.stats.reset()
+            return None
+        if not st.prefill:
             return None
         st.clock.mark("end")
         rec = st.record

@@ -43,9 +43,17 @@ def prepare_data(rc: RunConfig) -> None:
     """Generate the synthetic set on first use (under its configured root)."""
     for task in rc.benchmark.tasks:
         if task.synthetic:
+            from evaluation.benchmarks import BenchmarkDataError
             from evaluation.synthetic import ensure
 
-            ensure(task.video_root, **task.synthetic)
+            try:
+                ensure(task.video_root, **task.synthetic)
+            except FileExistsError as exc:
+                raise BenchmarkDataError(f"benchmark.tasks.{task.key}.video_root: {exc}") from None
+            except OSError as exc:  # e.g. a read-only data root
+                raise BenchmarkDataError(
+                    f"benchmark.tasks.{task.key}.video_root={task.video_root}: cannot write the synthetic set there "
+                    f"({exc.strerror or exc}); set paths.data_root (or paths.root) to a writable folder") from None
 
 
 def load(rc: RunConfig):
@@ -77,7 +85,8 @@ def build_runtime_from_args(*, pretrained: str, family: str, method: str, video_
                      num_layers=loaded.adapter.num_layers, audio_tokens_per_second=loaded.adapter.audio_tokens_per_second)
     selector = build_selector(method, method_params, video_ratio, audio_ratio, info)
     engine = attach_engine(loaded, selector, kv_scope)
-    return Runtime(model=loaded, engine=engine, dims=loaded.adapter.dims(), seed=seed, family=family)
+    return Runtime(model=loaded, engine=engine, dims=loaded.adapter.dims(), seed=seed, family=family,
+                   cli_media={"fps": fps, "max_frames": max_frames})
 
 
 def _task_results(samples: list[dict]) -> list[dict]:
@@ -134,9 +143,10 @@ def note_counts(records: list[dict]) -> dict[str, dict[str, int]]:
 
 
 def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
-    from launchers.resume import finished_result
+    from launchers.resume import finished_result, with_data_identity
     from seats_exp import distributed
 
+    config_yaml = with_data_identity(config_yaml, rc)  # an edited annotation file is another point
     store = RunStore(run_dir)
     finished = finished_result(store.dir, config_yaml)  # raises when the folder holds another configuration
     if finished is not None:
@@ -150,7 +160,7 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
     from lmms_eval.tasks import TaskManager
 
     from evaluation import benchmarks
-    from evaluation.lmms_model import Runtime, SeatsOmni
+    from evaluation.lmms_model import Runtime, SeatsOmni, record_key
 
     started = time.time()
     if dist_env.is_main:
@@ -179,8 +189,7 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
 
     media = {name: benchmarks.media_settings(task_settings[t.key], rc.model.family)
              for name, t in zip(task_names, rc.benchmark.tasks)}
-    done = {(r["task"], int(r["doc_id"])): r["answer"] for r in distributed.iter_run_samples(store.dir)
-            if r.get("answer") is not None}
+    done = {record_key(r): r["answer"] for r in distributed.iter_run_samples(store.dir) if r.get("answer") is not None}
     if done:
         log.info("resuming: %d samples already recorded, not generated again", len(done))
     sink = distributed.rank_sink(store.dir, dist_env.rank) if dist_env.enabled else store.append_sample
@@ -208,11 +217,11 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
 
     records = {}
     for r in store.iter_samples():
-        records[(r["task"], r["doc_id"])] = r  # last record of a sample wins (resume)
+        records[record_key(r)] = r  # last record of a sample wins (resume)
     per_task = {}
     for name, t in zip(task_names, rc.benchmark.tasks):
         summary = benchmarks.summarize(t.task, _task_results(results["samples"].get(name, [])))
-        task_records = [r for (task, _), r in records.items() if task == name]
+        task_records = [r for (task, _, _), r in records.items() if task == name]
         summary["cost"] = cost_summary(task_records)
         summary["sample_notes"] = note_counts(task_records)
         per_task[t.key] = summary
@@ -238,6 +247,7 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
         "world_size": dist_env.world_size,
     }
     store.write_result(result)
+    (store.dir / "interrupted.json").unlink(missing_ok=True)  # a resumed run is complete now
     if dist_env.enabled:
         distributed.barrier(dist_env)
         distributed.shutdown(dist_env)

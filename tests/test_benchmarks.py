@@ -286,8 +286,10 @@ def test_omni_phrase_list_keeps_missing_comma():
     assert "The best option is" not in C.OMNI_ANSWER_PREFIXES
     assert C.first_capital_faithful("The best option isThe correct option is C") == "C"
     assert C.first_capital_faithful("Best answer: D") == "D"
-    # 11 words, no capital A-D -> ""; 10 words -> still "" (no letter at all)
+    # upstream's "> 10 words without A-D -> ''" rule is subsumed by the letter search (both give "");
+    # a long reply WITH a capital still yields it, which a length rule applied first would break
     assert C.first_capital_faithful("one two three four five six seven eight nine ten eleven") == ""
+    assert C.first_capital_faithful("one two three four five six seven eight nine ten eleven C") == "C"
     assert C.first_capital_faithful("Definitely the second one") == "D"
 
 
@@ -442,12 +444,29 @@ def test_lvomnibench_summary_group_rule(data):
     assert s["breakdowns"]["difficulty"] == {"easy": 100.0, "hard": 0.0, "medium": 100.0}
 
 
-def test_registry_matches_task_definitions():
-    for name, spec in B.BENCHMARKS.items():
-        d = spec.definition
-        assert d.template == name and spec.template_yaml.is_file()
-        assert d.breakdowns == spec.breakdown_keys and d.aggregation == spec.aggregation
-        assert d.group_field == spec.category_field
+def test_registry_is_the_task_folders(tmp_path):
+    """Adding a benchmark = adding its task folder: ``discover`` reads every fact from the folder's own
+    DEFINITION (here a copy of the WorldSense folder with another name, id field and breakdowns)."""
+    assert sorted(B.BENCHMARKS) == sorted(TEMPLATES)
+    tasks = tmp_path / "tasks"
+    shutil.copytree(B.TASKS_DIR / "worldsense", tasks / "mybench")
+    (tasks / "mybench" / "worldsense.yaml").rename(tasks / "mybench" / "mybench.yaml")
+    utils = tasks / "mybench" / "utils.py"
+    text = utils.read_text()
+    for old, new in (('template="worldsense"', 'template="mybench"'), ('title="WorldSense"', 'title="My bench"'),
+                     ('id_field="index"', 'id_field="qid"'),
+                     ('breakdowns=("task_type", "domain", "duration", "audio_class")', 'breakdowns=("domain",)')):
+        assert old in text
+        text = text.replace(old, new)
+    utils.write_text(text)
+    (tasks / "not_a_task").mkdir()
+    found = B.discover(tasks)
+    assert list(found) == ["mybench"]
+    spec = found["mybench"]
+    assert (spec.title, spec.id_field, spec.breakdown_keys, spec.aggregation, spec.category_field) == (
+        "My bench", "qid", ("domain",), "group_unique", "task_type")
+    assert spec.resolve_video({"video_path": "v/1.mp4"}, str(tmp_path)) == str((tmp_path / "v/1.mp4").resolve())
+    assert spec.template_yaml.is_file()
 
 
 # ------------------------------------------------------------------------------------------

@@ -407,6 +407,13 @@ def test_scoring_robust_is_recorded(e2e):
     assert "SCORING = 'robust'" in (folder / "utils.py").read_text()
     manifest = json.loads((run.dir / "tasks" / "seats_manifest.json").read_text())["tasks"]
     assert manifest["seats_worldsense"]["scoring"] == "robust"
+    # and the task this run materialised really parses robustly when lmms-eval loads it (faithful: "T")
+    from lmms_eval.tasks import TaskManager, get_task_dict
+
+    task = get_task_dict(["seats_worldsense"], TaskManager(include_path=str(run.dir / "tasks"),
+                                                           include_defaults=False))["seats_worldsense"]
+    doc = list(task.test_docs())[0]
+    assert task.process_results(doc, ["The answer is B. Option C is incorrect."])["seats_accuracy"]["pred"] == "B"
     # the faithful default for comparison
     omni5 = e2e.omni5()
     assert omni5.result["scoring"] == "faithful"

@@ -20,6 +20,7 @@ The references never go through the engine.  They are built from the unpatched m
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -668,17 +669,96 @@ def test_final_length_counts_a_drop_after_the_last_layer(cases):
     assert rec.final_length == logits.shape[1]
 
 
+def _media_free_ids(case: Case) -> torch.Tensor:
+    """A chat prompt with no media placeholder at all (not a cut of a video prompt)."""
+    tok = case.loaded.processor.tokenizer
+    ids = tok("<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n", return_tensors="pt").input_ids
+    specials = {case.adapter.video_token_id, case.adapter.audio_token_id, case.thinker.config.vision_start_token_id}
+    assert not any(int(t) in specials for t in ids[0])
+    return ids
+
+
+def _generate_media_free(case: Case, selector: ScriptedSelector, engine: Engine):
+    """generate() on a media-free prompt; returns (the context the selector saw, its prefill record)."""
+    ids = _media_free_ids(case)
+    case.thinker.model.rope_deltas = None
+    with torch.no_grad():
+        case.thinker.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False)
+    firsts = [ctx for where, _, ctx in selector.seen if where == "before_llm"]
+    (rec,) = engine.pop_records()[-1:]
+    return firsts[-1], rec
+
+
 def test_video_grid_does_not_leak_into_a_media_free_prompt(cases):
+    """generate() with a video, then generate() with a prompt that has no media at all: the second
+    prefill sees no video grid (the grid generate() hands over from the encoders is per call)."""
     case = cases("qwen2_5_omni", "sdpa")
     selector = ScriptedSelector()
-    ids = case.inputs["input_ids"][:, :20]  # chat-template text only
-    with Engine(case.thinker, case.adapter, selector):
-        case.forward()
-        case.thinker.model.rope_deltas = None
-        with torch.no_grad():
-            case.thinker(input_ids=ids, attention_mask=torch.ones_like(ids))
-    ctx = selector.seen[-1][2]
+    with Engine(case.thinker, case.adapter, selector) as engine:
+        case.generate(max_new_tokens=1)
+        assert selector.seen[-1][2]["per_grid"] > 0  # the video prompt had its grid
+        ctx, _ = _generate_media_free(case, selector, engine)
     assert ctx["grid"] is None and ctx["per_grid"] == 0
+
+
+PAUSE = 1.0  # seconds between a failed call and the next one: must not show up as encoder time
+
+
+@pytest.mark.parametrize("failure", ["num_beams_2", "corrupt_pixels"])
+def test_failed_generate_leaves_no_pending_state(cases, failure):
+    """A generate() that is rejected (num_beams=2 is a batch of two for the engine) or fails inside the
+    vision encoder (corrupt pixels) leaves neither its video grid nor its clock to the next call: the
+    next, media-free prompt sees no grid and its encoder time does not include the pause in between."""
+    case = cases("qwen2_5_omni", "sdpa")
+    selector = ScriptedSelector()
+    inputs = dict(case.inputs)
+    kwargs = {"num_beams": 2} if failure == "num_beams_2" else {}
+    if failure == "corrupt_pixels":
+        inputs["pixel_values_videos"] = inputs["pixel_values_videos"][: inputs["pixel_values_videos"].shape[0] // 3]
+    with Engine(case.thinker, case.adapter, selector) as engine:
+        case.thinker.model.rope_deltas = None
+        with pytest.raises(Exception) as err, torch.no_grad():
+            case.thinker.generate(**inputs, use_audio_in_video=case.has_audio, max_new_tokens=2, do_sample=False,
+                                  **kwargs)
+        if failure == "num_beams_2":
+            assert "batch size 2 is not supported" in str(err.value)
+        assert engine.pop_records() == []
+        time.sleep(PAUSE)
+        ctx, rec = _generate_media_free(case, selector, engine)
+    assert ctx["grid"] is None and ctx["per_grid"] == 0
+    assert rec.timings["encoders"] < PAUSE / 2, rec.timings
+
+
+def test_second_engine_on_the_same_model_is_refused(cases):
+    """Two engines on one Qwen3 Thinker would both wrap its DeepStack step and cut every tensor twice."""
+    case = cases("qwen3_omni", "sdpa")
+    first = Engine(case.thinker, case.adapter, ScriptedSelector()).attach()
+    try:
+        with pytest.raises(RuntimeError, match="another token-selection engine is already attached"):
+            Engine(case.thinker, case.adapter, ScriptedSelector()).attach()
+    finally:
+        first.detach()
+    second = Engine(case.thinker, case.adapter, ScriptedSelector()).attach()  # fine once the first is gone
+    second.detach()
+    assert not case.thinker._forward_pre_hooks and not hasattr(case.thinker, "_seats_engine")
+
+
+def test_renamed_cache_keyword_is_refused(cases):
+    """The engine reads the KV cache from the ``past_key_values`` keyword; a Thinker whose forward names it
+    otherwise would make every decode step a new prefill, so attaching refuses."""
+    case = cases("qwen2_5_omni", "sdpa")
+    original = case.thinker.forward
+
+    def forward(input_ids=None, attention_mask=None, cache=None, **kwargs):  # the cache renamed
+        return original(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, **kwargs)
+
+    case.thinker.forward = forward
+    try:
+        with pytest.raises(RuntimeError, match="no 'past_key_values' argument"):
+            Engine(case.thinker, case.adapter, ScriptedSelector()).attach()
+    finally:
+        del case.thinker.forward
+    assert not case.thinker._forward_pre_hooks and not hasattr(case.thinker, "_seats_engine")
 
 
 # =============================================================================================

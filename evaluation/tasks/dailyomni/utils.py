@@ -53,6 +53,15 @@ def parse_choices(value) -> list[str]:
     return C.parse_options(text)
 
 
+def video_path(doc, root):
+    vid = str(doc["video_id"])
+    return C.join_path(root, f"videos/{vid}/{vid}_video.mp4")
+
+
+def _options_of(doc):
+    return parse_choices(doc.get("Choice"))
+
+
 def doc_to_visual(doc):
     return [doc["_video_path"]]
 
@@ -84,6 +93,12 @@ def parse(reply, doc, *, scoring, rng, seed, sample_id):
 
 DEFINITION = C.TaskDefinition(
     template="dailyomni",
+    title="Daily-Omni",
+    video_field="video_id",
+    video_path=video_path,
+    question_field="Question",
+    options=_options_of,
+    answer_field="Answer",
     id_field="question_id",
     group_field="video_category",
     record_fields=("video_category", "Type", "video_duration"),

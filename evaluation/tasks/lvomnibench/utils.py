@@ -34,6 +34,14 @@ def options(doc) -> list[str]:
     return C.parse_options(doc.get("options"))
 
 
+def video_path(doc, root):
+    return C.join_path(root, f"videos/{doc['video_id']}.mp4")
+
+
+def _options_of(doc):
+    return options(doc)
+
+
 def doc_to_visual(doc):
     return [doc["_video_path"]]
 
@@ -65,6 +73,12 @@ def extra(doc, scoring):
 
 DEFINITION = C.TaskDefinition(
     template="lvomnibench",
+    title="LVOmniBench",
+    video_field="video_id",
+    video_path=video_path,
+    question_field="question",
+    options=_options_of,
+    answer_field="answer",
     id_field="question_id",
     group_field="video_category",
     record_fields=("video_category", "sub_category", "question_type", "audio_type", "difficulty", "duration"),

@@ -39,6 +39,14 @@ def options(doc) -> list[str]:
     return C.parse_options(doc.get("options"))
 
 
+def video_path(doc, root):
+    return C.join_path(root, doc["video"])
+
+
+def _options_of(doc):
+    return options(doc)
+
+
 def doc_to_visual(doc):
     return [doc["_video_path"]]
 
@@ -71,6 +79,12 @@ def extra(doc, scoring):
 
 DEFINITION = C.TaskDefinition(
     template="omnivideobench",
+    title="OmniVideoBench",
+    video_field="video",
+    video_path=video_path,
+    question_field="question",
+    options=_options_of,
+    answer_field="correct_option",
     id_field="question_id",
     group_field=None,
     record_fields=("video_type", "question_type", "audio_type", "duration"),

@@ -33,6 +33,19 @@ def options(doc) -> list[str]:
     return C.parse_options(doc.get("options"))
 
 
+def video_path(doc, root):
+    """``data/<videoID>.mp4``, else ``.MP4``, else ``.mkv`` (the first that exists; ``.mp4`` if none)."""
+    import os
+
+    vid = str(doc["videoID"])
+    candidates = [C.join_path(root, f"data/{vid}{ext}") for ext in (".mp4", ".MP4", ".mkv")]
+    return next((c for c in candidates if os.path.exists(c)), candidates[0])
+
+
+def _options_of(doc):
+    return options(doc)
+
+
 def doc_to_visual(doc):
     return [doc["_video_path"]]
 
@@ -63,6 +76,12 @@ def parse(reply, doc, *, scoring, rng, seed, sample_id):
 
 DEFINITION = C.TaskDefinition(
     template="videomme",
+    title="Video-MME",
+    video_field="videoID",
+    video_path=video_path,
+    question_field="question",
+    options=_options_of,
+    answer_field="answer",
     id_field="question_id",
     group_field=None,
     record_fields=("duration", "domain", "sub_category", "task_type"),

@@ -40,6 +40,14 @@ def audio_classes(value) -> list[str]:
     return [text]
 
 
+def video_path(doc, root):
+    return C.join_path(root, doc["video_path"])
+
+
+def _options_of(doc):
+    return candidates(doc)
+
+
 def doc_to_visual(doc):
     return [doc["_video_path"]]
 
@@ -71,6 +79,12 @@ def extra(doc, scoring):
 
 DEFINITION = C.TaskDefinition(
     template="worldsense",
+    title="WorldSense",
+    video_field="video_path",
+    video_path=video_path,
+    question_field="question",
+    options=_options_of,
+    answer_field="answer",
     id_field="index",
     group_field="task_type",
     record_fields=("task_type", "domain", "duration"),
