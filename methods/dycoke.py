@@ -132,6 +132,8 @@ def ttm_keep(video: torch.Tensor, tokens_per_grid: int, k: float, last_group: st
     if num_grids % 2 and odd_last_grid == "drop":
         keep[num_grids - 1] = False
     for i in _stage_b_starts(num_grids, last_group):
+        if num_grids % 2 and odd_last_grid == "drop" and i + 2 == num_grids - 1:
+            continue  # already dropped
         keep[i + 2] = _least_similar(grids[i + 2], grids[i], reduced)
     return keep.reshape(-1)
 
@@ -319,7 +321,7 @@ def build(params: dict, video_ratio: float, audio_ratio: float, model: ModelInfo
     ttm_k = None if p["ttm_k"] == "auto" else float(_number("ttm_k", p["ttm_k"], 0.0, 1.0))
     dp_layer = _number("dp_layer", p["dp_layer"], 1, model.num_layers - 1, integer=True)
     dp_p = float(_number("dp_p", p["dp_p"], 0.0, 1.0))
-    dp_threshold = float(_number("dp_threshold", p["dp_threshold"], -1.0, 1.0))
+    dp_threshold = float(_number("dp_threshold", p["dp_threshold"], -math.inf, math.inf))
     selector = DyCoke(DyCokeSettings(
         video_ratio=float(video_ratio), audio_ratio=float(audio_ratio), ttm_k=ttm_k,
         ttm_last_group=p["ttm_last_group"], ttm_odd_last_grid=p["ttm_odd_last_grid"], dp=p["dp"],
