@@ -67,6 +67,9 @@ from methods.diversity import NORM_EPS, SELECTED_SENTINEL, farthest_point_keep, 
 from seats_exp.selection import (
     AUDIO,
     AUDIO_ATTN,
+    PLAN_APPROX,
+    PLAN_EXACT,
+    PLAN_TOTAL,
     TEXT,
     VIDEO,
     VIDEO_ATTN,
@@ -815,26 +818,34 @@ class Seats(BaseSelector):
 
         Stage I is exact (window sizes from the layout).  Stage II uses the totals
         Kv = max(1, round(rho_s * V)), Ka likewise; the realised per-modality split depends on the
-        relevance scores (only the combined total is targeted, and per-window floors can move it),
-        so real runs can differ by a few tokens per modality.  Stage III leaves zero.
+        relevance scores (only the combined total is targeted), so the layers after the first step
+        are marked ``PLAN_TOTAL`` (per-window floors can still move it when a window's budget is a
+        single token) and those after later steps ``PLAN_APPROX`` (their totals are taken from the
+        realised split): real runs differ by a few tokens there.  Stage III leaves zero (exact).
         """
         video, audio = inp.video_tokens, inp.audio_tokens
         if not self.inert:
             video_window = self.settings.grid_in_window * inp.video_tokens_per_grid
             video = _stage1_planned_count(video, video_window, self.video_encoder_ratio)
             audio = _stage1_planned_count(audio, self.audio_window_tokens, self.audio_encoder_ratio)
-        per_layer = []
+        per_layer, exactness = [], []
+        exact = PLAN_EXACT
         for index in range(inp.num_layers):
             per_layer.append((video, audio))
+            exactness.append(exact)
             layer = index + 1  # the hook after this layer changes what the next one sees
             if self.inert:
                 continue
             if layer in self.settings.drop_layers:
                 step = self.settings.drop_layers.index(layer)
                 video, audio = stage2_totals(video, audio, self.video_keep[step], self.audio_keep[step])
+                # the windowed split moves budget between modalities (9.5): the first step's total
+                # is exact, later steps take their totals from that score-dependent split
+                exact = PLAN_TOTAL if exact == PLAN_EXACT else PLAN_APPROX
             if layer == self.stage3_layer:
                 video, audio = 0, 0
-        return PlanCounts(per_layer=per_layer, details={"schedule": self._schedule_summary()})
+                exact = PLAN_EXACT
+        return PlanCounts(per_layer=per_layer, details={"schedule": self._schedule_summary()}, exactness=exactness)
 
     def _schedule_summary(self) -> dict[str, Any]:
         return {

@@ -43,7 +43,8 @@ def make_plan(rc: RunConfig) -> dict:
     inp = plan_input(rc)
     counts = selector.plan(inp)
     dims = dims_from_config(rc)
-    layers = [{"layer": i + 1, "video": v, "audio": a, "text": inp.text_tokens} for i, (v, a) in enumerate(counts.per_layer)]
+    layers = [{"layer": i + 1, "video": v, "audio": a, "text": inp.text_tokens, "exact": how}
+              for i, ((v, a), how) in enumerate(zip(counts.per_layer, counts.layer_exactness()))]
     lengths = [row["video"] + row["audio"] + row["text"] for row in layers]
     full_len = inp.video_tokens + inp.audio_tokens + inp.text_tokens
     flops = prefill_flops(dims, lengths)
@@ -77,6 +78,14 @@ def format_plan(plan: dict) -> str:
     if "schedule" in plan and isinstance(plan["schedule"], dict):
         s = plan["schedule"]
         lines.append(f"schedule: video_keep={s.get('video_keep')} audio_keep={s.get('audio_keep')}")
+    if isinstance(plan.get("settings"), dict):  # method-specific resolved settings (e.g. FastV's ratios)
+        lines.append("settings: " + " ".join(f"{k}={v}" for k, v in plan["settings"].items()))
+    if any(r.get("exact", "exact") != "exact" for r in plan["layers"]):
+        lines.append("counts per layer are exact except where the plan can only give the total (total) or an "
+                     "estimate (approximate): " + ", ".join(f"{r['layer']}:{r['exact']}" for r in plan["layers"]
+                                                            if r.get("exact", "exact") != "exact"))
+    for warning in plan.get("warnings", []):
+        lines.append(f"warning: {warning}")
     return "\n".join(lines)
 
 

@@ -166,6 +166,8 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
 
     selector = build_selector_for(rc)
     log.info("method: %s (video %.3f, audio %.3f)", rc.method.name, rc.schedule.video, rc.schedule.audio)
+    for warning in selector.describe().get("warnings", []):  # e.g. FastV's negative setting ratio
+        log.warning("method: %s", warning)
     loaded = load(rc)
     if dist_env.is_main:
         distributed.barrier(dist_env)

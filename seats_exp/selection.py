@@ -159,17 +159,34 @@ class PlanInput:
     num_layers: int
 
 
+# How far a planned layer count can be trusted (``PlanCounts.exactness``).
+PLAN_EXACT = "exact"  # video and audio counts are what a real run keeps on an input of this layout
+PLAN_TOTAL = "total"  # only video + audio is exact; the split between them depends on scores
+PLAN_APPROX = "approximate"  # neither is exact (e.g. budgets taken from a score-dependent split)
+PLAN_EXACTNESS = (PLAN_EXACT, PLAN_TOTAL, PLAN_APPROX)
+
+
 @dataclass
 class PlanCounts:
     """What a selector will do to a ``PlanInput``: (video, audio) tokens entering every layer.
 
     ``per_layer[i]`` = (video, audio) entering 1-based layer i+1; text is never pruned.
+    ``exactness[i]`` says what of layer i+1 a real run reproduces exactly (``PLAN_EXACT``,
+    ``PLAN_TOTAL`` or ``PLAN_APPROX``); ``None`` means every layer is exact.
     ``details`` holds method-specific extras (e.g. SEATS' ``schedule`` with ``video_keep``
     and ``audio_keep`` lists), copied into plan mode's JSON.
     """
 
     per_layer: list[tuple[int, int]]
     details: dict = field(default_factory=dict)
+    exactness: list[str] | None = None
+
+    def layer_exactness(self) -> list[str]:
+        if self.exactness is None:
+            return [PLAN_EXACT] * len(self.per_layer)
+        if len(self.exactness) != len(self.per_layer) or set(self.exactness) - set(PLAN_EXACTNESS):
+            raise ValueError(f"PlanCounts.exactness must give one of {PLAN_EXACTNESS} per layer")
+        return list(self.exactness)
 
 
 @runtime_checkable
