@@ -319,10 +319,10 @@ class Engine:
         if view is not None and not 1 <= int(view) < self.adapter.num_layers:
             raise ValueError(f"selector {name} asks for a decode-time view from decoder module {view}; it must lie "
                              f"in 1..{self.adapter.num_layers - 1} (its signal is module {view} - 1's attention)")
-        if self.kv_scope == "after_drop_only" and self._hook_layers and (self._has_decode_hook or view is not None):
+        if self.kv_scope == "after_drop_only" and self._hook_layers and self._has_decode_hook:
             raise ValueError(f"engine.kv_scope=after_drop_only cannot serve selector {name}: it prunes inside the LLM "
-                             "and also selects KV entries while decoding, which needs every cache layer to hold the "
-                             "same tokens; use engine.kv_scope=all_executed")
+                             "and also cuts KV entries while decoding (on_decode), which needs every cache layer to "
+                             "hold the same tokens; use engine.kv_scope=all_executed")
         if view is not None:
             impl = getattr(self.adapter.language_model.config, "_attn_implementation", None)
             if impl not in ("sdpa", "eager"):
@@ -378,11 +378,17 @@ class Engine:
         st = self._state
         source = self._view_module - 1
         hidden, cos_sin = st.view_input
-        attention = self._decode_token_attention(source, hidden, cos_sin, cache.layers[source].keys)  # [T]
+        attention = self._decode_token_attention(source, hidden, cos_sin, cache.layers[source].keys)  # [T_src]
+        generated = st.view_step  # one entry per decoding step so far, this step's token included
+        cached_prompt = attention.shape[0] - generated
+        if cached_prompt == st.llm_length and cached_prompt != st.modality.shape[0]:
+            # kv_scope=after_drop_only: module L-1 kept every LLM input token; the view covers the
+            # tokens the later modules hold (the current ones) and every generated token
+            attention = torch.cat([attention[st.local_index], attention[cached_prompt:]])
+        elif cached_prompt != st.modality.shape[0]:
+            raise ValueError(f"decode-time view: module {source} caches {cached_prompt} prompt entries, the current "
+                             f"sequence has {st.modality.shape[0]} tokens")
         total = attention.shape[0]
-        generated = total - st.modality.shape[0]
-        if generated < 1:
-            raise ValueError("decode-time view: the cache holds fewer entries than the current prompt tokens")
         device = st.modality.device
         ctx = self._context()
         ctx.modality = torch.cat([st.modality, torch.full((generated,), TEXT, device=device, dtype=st.modality.dtype)])
