@@ -16,7 +16,7 @@ ties; kept indices in sequence order (a keep-mask, so original M-RoPE positions 
 Settings (``conf/method/divprune*.yaml``):
 
 * ``window``: ``none`` (default, faithful to the original: one global selection per modality) or
-  ``video_grids:<k>`` and/or ``audio_seconds:<s>`` (comma-separated), consecutive windows of ``k``
+  ``video_grids:<k>`` and/or ``audio_seconds:<s>`` (joined by ``+``), consecutive windows of ``k``
   temporal grids / ``round(s x audio tokens per second)`` tokens, each keeping
   ``max(1, min(n, round(r * n)))`` -- exactly SEATS Stage I without attention weighting
   (baselines-reference 4.2).  ``audio_seconds`` is only meaningful for ``divprune_omni``.
@@ -60,18 +60,18 @@ class Window:
             parts.append(f"video_grids:{self.video_grids}")
         if self.audio_seconds is not None:
             parts.append(f"audio_seconds:{self.audio_seconds:g}")
-        return ",".join(parts) or "none"
+        return "+".join(parts) or "none"
 
 
 def parse_window(value, *, audio_allowed: bool) -> Window:
-    allowed = "none, video_grids:<k>, audio_seconds:<s> or both comma-separated" if audio_allowed else \
+    allowed = "none, video_grids:<k>, audio_seconds:<s> or both joined by '+'" if audio_allowed else \
         "none or video_grids:<k>"
     if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
         return Window()
     if not isinstance(value, str):
         raise MethodConfigError(f"method.window: expected {allowed}, got {value!r}")
     video, audio = None, None
-    for part in (p.strip() for p in value.split(",") if p.strip()):
+    for part in (p.strip() for p in re.split(r"[+,]", value) if p.strip()):
         m = re.fullmatch(r"(video_grids|audio_seconds):\s*([0-9.]+)", part)
         if not m:
             raise MethodConfigError(f"method.window: expected {allowed}, got {value!r}")

@@ -81,7 +81,7 @@ def test_divprune_omni_windows_equal_seats_stage1_with_equal_scores():
     per_grid = 16
     modality, embeds = _layout(5 * per_grid, 130)  # odd grid count and a short last audio window
     rv, ra = 0.3, 0.65
-    divprune = build_selector("divprune_omni", {"window": "video_grids:2,audio_seconds:2"}, rv, ra, INFO)
+    divprune = build_selector("divprune_omni", {"window": "video_grids:2+audio_seconds:2"}, rv, ra, INFO)
     # SEATS Stage I with the same windows (2 grids, 2 s x 25) and encoder ratio = schedule ratio
     seats = Seats(resolve_settings({"encoder_ratio_scale": 1.0}, rv, ra, INFO))
     mod = torch.tensor(modality)
@@ -145,7 +145,7 @@ def test_unknown_setting_is_refused():
 
 
 @pytest.mark.parametrize("name,params", [("divprune", {}), ("divprune_omni", {}),
-                                         ("divprune_omni", {"window": "video_grids:2,audio_seconds:2"}),
+                                         ("divprune_omni", {"window": "video_grids:2+audio_seconds:2"}),
                                          ("divprune", {"window": "video_grids:1"})])
 def test_plan_equals_a_run(name, params):
     num_video, num_audio, per_grid = 5 * 16, 130, 16

@@ -398,3 +398,46 @@ def test_dp_view_needs_a_mask_taking_attention(request):
             Engine(loaded.thinker, loaded.adapter, selector).attach()
     finally:
         config._attn_implementation = saved
+
+
+# =============================================================================================
+# Plan mode through the CLI (all three new methods)
+# =============================================================================================
+
+
+def _plan_cli(tmp_path, *args):
+    import json
+    import os
+    import subprocess
+
+    from conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_"))}
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "seats-exp"), f"paths.root={tmp_path}", "mode=plan",
+                           "model=qwen2_5_omni_7b", "plan.json=true", "plan.video_seconds=64", "plan.fps=2",
+                           "plan.tokens_per_grid=144", "plan.audio_seconds=64", "plan.text_tokens=100", *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc, (json.loads(lines[-1]) if lines else None)
+
+
+def test_plan_mode_cli_for_the_new_methods(tmp_path):
+    # DyCoke, r35 with prefill DP: TTM tokens in modules 0..2, int(x 0.3) from module 3 on
+    proc, plan = _plan_cli(tmp_path, "method=dycoke", "schedule=r35", "method.dp_in_prefill=true")
+    assert proc.returncode == 0, proc.stderr
+    ttm = plan["dycoke"]["ttm_video_kept"]
+    assert [row["video"] for row in plan["layers"]] == [ttm] * 3 + [int(ttm * 0.3)] * 25
+    assert all(row["audio"] == 1600 for row in plan["layers"])  # audio intact
+    assert plan["flops"] < plan["flops_full"]
+    # DivPrune: (0.30, 0.65) reallocated to (floor(9216*0.3 + 1600*0.65) - 1600) / 9216, audio whole
+    proc, plan = _plan_cli(tmp_path, "method=divprune", "schedule=r35")
+    assert proc.returncode == 0, proc.stderr
+    assert plan["layers"][0]["video"] == round((3804 - 1600) / 9216 * 9216) and plan["layers"][0]["audio"] == 1600
+    # DivPrune-om with SEATS' windows: 32 windows of 288 keep round(0.3 * 288) = 86; 32 of 50 keep 32
+    proc, plan = _plan_cli(tmp_path, "method=divprune_omni", "schedule=r35", "method.window=video_grids:2+audio_seconds:2")
+    assert proc.returncode == 0, proc.stderr
+    assert (plan["layers"][-1]["video"], plan["layers"][-1]["audio"]) == (32 * 86, 32 * 32)
+    # an unreachable DyCoke target: one line, exit code 2
+    proc, plan = _plan_cli(tmp_path, "method=dycoke", "schedule=r35")
+    assert proc.returncode == 2 and plan is None
+    assert "outside the range TTM can reach, [0.25, 1]" in proc.stderr and "Traceback" not in proc.stderr
