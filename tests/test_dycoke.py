@@ -171,7 +171,8 @@ class Recorder(DyCoke):
         self.calls = []
 
     def decode_view(self, step, attention, ctx):
-        self.calls.append({"step": step, "fresh": not ctx.scratch, "length": int(attention.shape[0])})
+        self.calls.append({"step": step, "fresh": not ctx.scratch, "length": int(attention.shape[0]),
+                           "attention": attention.clone(), "original_index": ctx.original_index.clone()})
         return super().decode_view(step, attention, ctx)
 
 
@@ -373,6 +374,37 @@ def test_ttm_and_prefill_dp_lengths_match_plan(request, family):
     assert record.layer_lengths == [v + a + text for v, a in plan.per_layer]
     assert record.layer_lengths[3] < record.layer_lengths[2] < ids.shape[0]
     assert out.sequences.shape[1] == ids.shape[0] + 3
+
+
+@pytest.mark.parametrize("scope", ["all_executed", "after_drop_only"])
+def test_dp_signal_is_the_eager_attention_of_module_l_minus_1(request, scope):
+    """The attention handed to DP is the model's own (eager) head-mean attention of module L-1,
+    restricted to what modules L.. hold: after a prefill drop under after_drop_only module L-1
+    still caches every LLM input token, and the engine maps its attention to the current ones."""
+    loaded, inputs, has_audio = _case(request, "qwen2_5_omni", "eager")
+    selector = Recorder(build_selector("dycoke", {"ttm_k": 0.0, "dp_in_prefill": True, "ttm_last_group": "skip"},
+                                       0.3, 1.0, _tiny_info(loaded)))
+    weights = []
+    handle = loaded.adapter.layers[2].self_attn.register_forward_hook(
+        lambda m, a, o: weights.append(o[1].float().mean(1)[0, -1]) if o[1].shape[2] == 1 else None)
+    try:
+        with Engine(loaded.thinker, loaded.adapter, selector, kv_scope=scope):
+            _generate(loaded, inputs, has_audio, 4)
+    finally:
+        handle.remove()
+    prompt = inputs["input_ids"].shape[1]
+    assert len(weights) == len(selector.calls) == 3
+    for step, (call, full) in enumerate(zip(selector.calls, weights), 1):
+        current = call["original_index"].shape[0] - step  # prompt tokens modules 3.. hold
+        assert current < prompt  # the prefill drop happened
+        if scope == "after_drop_only":  # module 2 cached all prompt tokens: pick the current ones
+            assert full.shape[0] == prompt + step
+            expected = torch.cat([full[call["original_index"][:current]], full[prompt:]])
+        else:  # every cache was cut: module 2 attends to the current tokens only
+            assert full.shape[0] == current + step
+            expected = full
+        assert call["attention"].shape == expected.shape
+        assert (call["attention"] - expected).abs().max().item() <= 1e-6
 
 
 def test_dp_rejects_several_new_tokens_per_step(request):
