@@ -288,7 +288,8 @@ class DyCoke(BaseSelector):
             "dp_in_prefill": s.dp_in_prefill, "dp_layer": s.dp_layer, "dp_p": s.dp_p}})
 
     def describe(self) -> dict:
-        return {"name": self.name, **asdict(self.settings), "ttm_k": self.settings.ttm_k or "auto"}
+        return {"name": self.name, **asdict(self.settings),
+                "ttm_k": "auto" if self.settings.ttm_k is None else self.settings.ttm_k}
 
 
 def _top_video(scores: torch.Tensor, video: torch.Tensor, count: int) -> torch.Tensor:

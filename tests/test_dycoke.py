@@ -473,3 +473,9 @@ def test_plan_mode_cli_for_the_new_methods(tmp_path):
     proc, plan = _plan_cli(tmp_path, "method=dycoke", "schedule=r35")
     assert proc.returncode == 2 and plan is None
     assert "outside the range TTM can reach, [0.25, 1]" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_describe_records_the_resolved_settings():
+    assert build_selector("dycoke", {"ttm_k": 0.0}, 1.0, 1.0, INFO_7B).describe()["ttm_k"] == 0.0
+    described = build_selector("dycoke", {}, 0.5, 1.0, INFO_7B).describe()
+    assert described["ttm_k"] == "auto" and described["dp_layer"] == 3 and described["dp_on_stable"] == "full_cache"
