@@ -7,7 +7,8 @@ baselines-reference 2.2).
   real depth.  ``s`` is negative when ``avg*L < K`` (Qwen2.5-Omni-7B R=10 video: -0.0123, seats-
   reference section 2 item 19): upstream then keeps one token; here that is reported (the converted
   ratios and a warning in ``describe()["warnings"]`` -> ``result.json`` ``method_settings``, plan
-  mode's output, and the run log through the runner) and ``negative_setting: error`` makes it a configuration error instead.
+  mode's output, and the run log through the runner) and ``negative_setting: error`` makes it a
+  configuration error instead.
 * **Scores** (as SEATS Stage II, section 9.1): head-mean softmax attention of the last text token,
   computed with module K-1's own q/k on its own output (``score_layer: self``, faithful) or with
   the next module's (``score_layer: next``, the layer that consumes the pruned sequence).

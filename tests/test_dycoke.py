@@ -479,3 +479,23 @@ def test_describe_records_the_resolved_settings():
     assert build_selector("dycoke", {"ttm_k": 0.0}, 1.0, 1.0, INFO_7B).describe()["ttm_k"] == 0.0
     described = build_selector("dycoke", {}, 0.5, 1.0, INFO_7B).describe()
     assert described["ttm_k"] == "auto" and described["dp_layer"] == 3 and described["dp_on_stable"] == "full_cache"
+
+
+@pytest.mark.parametrize("model", ["qwen2_5_omni_7b", "qwen3_omni_30b_a3b"])
+def test_paper_cell_uses_prefill_dp_and_is_reachable(model, tmp_path):
+    """The published DyCoke cell (R=35) composes with dp_in_prefill=true, and its plan for a
+    WorldSense-sized input runs (the reallocated target is inside the prefill-DP range)."""
+    from hydra import compose, initialize_config_dir
+    from conftest import REPO
+
+    from seats_exp.config import build_selector_for, validate
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment=paper_{model}", f"+paper_cell/{model}=dycoke_r35",
+                                           "benchmark=worldsense", f"paths.root={tmp_path}"])
+    rc = validate(cfg, check_data=False)
+    assert rc.method.name == "dycoke" and rc.method.params["dp_in_prefill"] is True
+    selector = build_selector_for(rc)
+    rate = 25 if model.startswith("qwen2_5") else 13
+    counts = selector.plan(PlanInput(64 * 144, 128 * rate, 100, 144, 64, rate, rc.model.num_layers))
+    assert counts.per_layer[-1][0] < counts.per_layer[0][0] < 64 * 144

@@ -37,7 +37,7 @@ def _ctx(layout: str, scores: list[float], num_layers: int, seed: int = 0, calls
 
     def score_last_text(module_index, hidden, score_dtype=None):
         if calls is not None:
-            calls.append(module_index)
+            calls.append(module_index if score_dtype is None else (module_index, score_dtype))
         return torch.tensor(scores, dtype=score_dtype or torch.float32)
 
     return SelectionContext(modality=modality, original_index=torch.arange(n), position_ids=torch.zeros(3, n, dtype=torch.long),
@@ -127,6 +127,13 @@ def test_score_layer_next_uses_the_next_module():
     selector = build_selector("fastv_omni", {"score_layer": "next"}, 0.625, 0.625, _info(8))
     selector.after_layer(2, torch.zeros(len(LAYOUT), 4), _ctx(LAYOUT, SCORES, 8, calls=calls))
     assert calls == [2]
+
+
+def test_score_dtype_float32_asks_the_engine_for_float32_scores():
+    calls = []
+    selector = build_selector("fastv_omni", {"score_dtype": "float32"}, 0.625, 0.625, _info(8))
+    selector.after_layer(2, torch.zeros(len(LAYOUT), 4), _ctx(LAYOUT, SCORES, 8, calls=calls))
+    assert calls == [(1, torch.float32)]  # the default (model dtype) passes no score_dtype: see calls == [1] above
 
 
 def test_fastv_drops_audio_at_random_only_when_the_reallocation_clamps():

@@ -42,7 +42,7 @@ SCHEDULE = "r35"
 SCHEDULE_FOR: dict[str, str] = {}  # method -> schedule name, where r35 does not make it prune
 # method -> settings over its YAML defaults, where the defaults cannot serve r35: DyCoke's TTM alone
 # reaches video retention >= 0.25 only, r35's reallocated video target is about 0.24 (the published
-# DyCoke rows use the prefill-DP variant, conf/experiment/paper_*.yaml)
+# DyCoke rows use the prefill-DP variant, conf/paper_cell/*/dycoke_r35.yaml)
 PARAMS_FOR: dict[str, dict] = {"dycoke": {"dp_in_prefill": True}}
 NEW_TOKENS = 4
 SEED_A, SEED_B = 11, 12

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from itertools import product
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,26 @@ from seats_exp import distributed
 
 REPO = Path(__file__).resolve().parent.parent
 SEATS_EXP = Path(sys.executable).with_name("seats-exp")
-PAPER_METHODS = ["random", "seats"]
 SCHEDULES = ["r35", "r25", "r15", "r10"]
+# The published (method, R) cells of baselines-reference 9.1 / 9.2, per method that exists here
+# (a method added later adds its own entry, and its cell files under conf/paper_cell/<model>/).
+PAPER_CELLS = {
+    "qwen2_5_omni_7b": {
+        "random": SCHEDULES, "seats": SCHEDULES, "visionzip_omni": SCHEDULES,
+        "fastv_omni": ["r35", "r25", "r15"], "fastv": ["r35", "r25"], "visionzip": ["r35", "r25"],
+        "divprune_omni": SCHEDULES, "divprune": ["r35", "r25"], "dycoke": ["r35"],
+    },
+    "qwen3_omni_30b_a3b": {
+        "random": SCHEDULES, "seats": SCHEDULES, "visionzip_omni": SCHEDULES,
+        "fastv_omni": ["r35", "r25", "r15"], "fastv": ["r35", "r25"], "visionzip": ["r35", "r25", "r15"],
+        "divprune_omni": SCHEDULES, "divprune": ["r35", "r25", "r15"], "dycoke": ["r35"],
+    },
+}
+# Upstream's Qwen3 VisionZip script writes audio-intact into the pair (seats-reference 12.4).
+PAPER_PAIRS = {("qwen3_omni_30b_a3b", "visionzip", "r35"): (0.29, 1.0), ("qwen3_omni_30b_a3b", "visionzip", "r25"): (0.18, 1.0),
+               ("qwen3_omni_30b_a3b", "visionzip", "r15"): (0.08, 1.0)}
+SCHEDULE_PAIRS = {"qwen2_5_omni": {"r35": (0.30, 0.65), "r25": (0.20, 0.55), "r15": (0.10, 0.45), "r10": (0.06, 0.35)},
+                  "qwen3_omni": {"r35": (0.32, 0.70), "r25": (0.22, 0.60), "r15": (0.12, 0.50), "r10": (0.07, 0.45)}}
 BENCHMARKS = ["dailyomni", "worldsense", "omnivideobench", "videomme", "lvomnibench"]
 SMOKE_SAMPLES = 3
 
@@ -92,30 +109,65 @@ def test_experiment_files_are_global_and_named():
         assert "\nexperiment_name: " in text, path.name
 
 
-@pytest.mark.parametrize("name, model, methods, schedules", [
-    ("paper_qwen2_5_omni_7b", "qwen2_5_omni_7b", PAPER_METHODS, SCHEDULES),
-    ("paper_qwen3_omni_30b_a3b", "qwen3_omni_30b_a3b", PAPER_METHODS, SCHEDULES),
-    ("paper_qwen2_5_omni_7b_full", "qwen2_5_omni_7b", ["full_tokens"], ["full"]),
-    ("paper_qwen3_omni_30b_a3b_full", "qwen3_omni_30b_a3b", ["full_tokens"], ["full"]),
-])
-def test_paper_grid_points(name, model, methods, schedules, tmp_path):
+@pytest.mark.parametrize("model", sorted(PAPER_CELLS))
+def test_paper_grid_is_the_published_table(model, tmp_path):
+    """experiment=paper_<model> crosses exactly the published cells (one file each under
+    conf/paper_cell/<model>/, named <method>_<schedule>) with the five benchmarks."""
     from launchers.list_points import expand
 
-    # the whole grid, crossed exactly as a multirun crosses it
-    _, grid = expand([f"experiment={name}", f"paths.root={tmp_path}"], compose_points=False)
-    cells = [tuple(o.split("=", 1)[1] for o in sorted(p.swept, key=lambda o: ("method", "schedule", "benchmark").index(o.split("=")[0])))
-             for p in grid]
-    if len(methods) == 1:  # method and schedule are fixed by the file, only benchmarks are swept
-        cells = [(methods[0], schedules[0], *c) for c in cells]
-    assert sorted(cells) == sorted(product(methods, schedules, BENCHMARKS))
+    from methods import available
 
-    # one row composed like the launcher composes it: run names, folders, validation
-    info, row = expand([f"experiment={name}", f"paths.root={tmp_path}", f"method={methods[-1]}", "benchmark=worldsense"])
-    assert info["experiment"] == name.removesuffix("_full")  # the _full row belongs to the same study
-    assert [p.run_name for p in row] == [f"{model}.{methods[-1]}.{s}.worldsense" for s in schedules]
+    name = f"paper_{model}"
+    _, grid = expand([f"experiment={name}", f"paths.root={tmp_path}"], compose_points=False)
+    cell_key = f"+paper_cell/{model}"
+    got = []
+    for p in grid:
+        swept = dict(o.split("=", 1) for o in p.swept)
+        assert set(swept) == {cell_key, "benchmark"}, p.swept
+        got.append((swept[cell_key], swept["benchmark"]))
+    assert len(set(got)) == len(got)
+    expected = {(f"{m}_{s}", b) for m, schedules in PAPER_CELLS[model].items() for s in schedules for b in BENCHMARKS}
+    assert {cell for cell in got if cell[0].rsplit("_", 1)[0] in PAPER_CELLS[model]} == expected
+    assert {cell.rsplit("_", 1)[0] for cell, _ in got} <= set(available())  # later methods: registered ones only
+
+    # one row, as the experiment file documents it, composed like the launcher composes it
+    info, row = expand([f"experiment={name}", f"paths.root={tmp_path}", f"{cell_key}=glob(visionzip_r*)",
+                        "benchmark=worldsense"])
+    assert info["experiment"] == name
+    assert sorted(p.run_name for p in row) == sorted(f"{model}.visionzip.{s}.worldsense" for s in PAPER_CELLS[model]["visionzip"])
+    assert all(p.problem is None and p.state == "new" for p in row), [p.problem for p in row]
     assert len({p.folder for p in row}) == len(row)
-    assert all(p.problem is None for p in row), [p.problem for p in row if p.problem]
-    assert all(p.state == "new" for p in row)
+
+
+@pytest.mark.parametrize("model", sorted(PAPER_CELLS))
+def test_paper_cells_set_method_schedule_and_pair(model, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from seats_exp.config import validate
+
+    family = "qwen3_omni" if model.startswith("qwen3") else "qwen2_5_omni"
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for method, schedules in PAPER_CELLS[model].items():
+            for schedule in schedules:
+                cfg = compose("config", overrides=[f"experiment=paper_{model}", f"+paper_cell/{model}={method}_{schedule}",
+                                                   "benchmark=worldsense", f"paths.root={tmp_path}"])
+                rc = validate(cfg, check_data=False)
+                pair = PAPER_PAIRS.get((model, method, schedule), SCHEDULE_PAIRS[family][schedule])
+                assert (rc.model.name, rc.method.name, rc.schedule.name) == (model, method, schedule)
+                assert (rc.schedule.video, rc.schedule.audio) == pair
+
+
+@pytest.mark.parametrize("name, model", [("paper_qwen2_5_omni_7b_full", "qwen2_5_omni_7b"),
+                                         ("paper_qwen3_omni_30b_a3b_full", "qwen3_omni_30b_a3b")])
+def test_paper_full_token_row(name, model, tmp_path):
+    from launchers.list_points import expand
+
+    _, grid = expand([f"experiment={name}", f"paths.root={tmp_path}"], compose_points=False)
+    assert sorted(o.split("=", 1)[1] for p in grid for o in p.swept) == sorted(BENCHMARKS)
+    info, row = expand([f"experiment={name}", f"paths.root={tmp_path}", "benchmark=worldsense"])
+    assert info["experiment"] == name.removesuffix("_full")  # the _full row belongs to the same study
+    assert [p.run_name for p in row] == [f"{model}.full_tokens.full.worldsense"]
+    assert all(p.problem is None and p.state == "new" for p in row)
 
 
 def test_experiment_folders_are_stable(tmp_path):
@@ -123,8 +175,10 @@ def test_experiment_folders_are_stable(tmp_path):
     override conf/config.yaml's hydra.sweep (experiment listed after _self_ in its defaults)."""
     from launchers.list_points import expand
 
-    for name in ("smoke", "paper_qwen2_5_omni_7b", "paper_qwen2_5_omni_7b_full"):
-        info, points = expand([f"experiment={name}", f"paths.root={tmp_path}"])
+    for name, extra in (("smoke", []), ("paper_qwen2_5_omni_7b", ["+paper_cell/qwen2_5_omni_7b=glob(seats_*)"]),
+                        ("paper_qwen2_5_omni_7b_full", [])):
+        info, points = expand([f"experiment={name}", f"paths.root={tmp_path}", *extra])
+        assert points
         study = info["experiment"]
         for p in points:
             assert p.folder == tmp_path / "outputs" / "experiments" / study / p.run_name
