@@ -8,7 +8,8 @@ The whole method lives in this file.  Reading order:
 2. **Stage I** (section 7), before the LLM -- ``stage1_keep_mask``: per local window (video:
    ``grid_in_window`` temporal grids; audio: ``sec_in_audio_window`` x 25 tokens), keep
    ``round(e * n)`` tokens by attention-weighted farthest-point (max-min) selection on the cosine
-   distance of the LLM input embeddings (``stage1_window_keep``).
+   distance of the LLM input embeddings (``stage1_window_keep``; the loop is the kernel
+   ``methods.diversity.farthest_point_keep`` that DivPrune shares).
 3. **Stage II** (section 9), after each drop layer -- ``stage2_keep_mask``: relevance = head-mean
    attention of the last text token; the combined budget is split across temporal windows
    (softmax of mean relevance, ``inter_window_budget``), then between video and audio inside each
@@ -62,6 +63,7 @@ from typing import Any
 import torch
 
 from methods import MethodConfigError, ModelInfo, register
+from methods.diversity import NORM_EPS, SELECTED_SENTINEL, farthest_point_keep, windowed_keep_mask
 from seats_exp.selection import (
     AUDIO,
     AUDIO_ATTN,
@@ -83,8 +85,8 @@ from seats_exp.selection import (
 # no-op for argmax/min (section 2 item 13) but keeps the -1 "already selected" sentinel below
 # every real value, so it is kept for faithfulness.
 STAGE1_WEIGHT_SCALE = 1e6
-STAGE1_NORM_EPS = 1e-8
-STAGE1_SELECTED_SENTINEL = -1.0
+STAGE1_NORM_EPS = NORM_EPS  # the shared kernel's constants (methods.diversity)
+STAGE1_SELECTED_SENTINEL = SELECTED_SENTINEL
 # Upstream hard-codes 25 audio tokens per second for the Stage-I window on both models.
 FAITHFUL_STAGE1_AUDIO_TOKENS_PER_SECOND = 25
 # Schedule solver constants (section 8.2).
@@ -192,37 +194,15 @@ def stage1_keep_count(window_length: int, encoder_ratio: float) -> int:
 def stage1_window_keep(features: torch.Tensor, scores: torch.Tensor | None, k: int) -> torch.Tensor:
     """Weighted farthest-point selection of ``k`` tokens in each of W equal-size windows (7.3).
 
-    features: [W, n, D] LLM input embeddings; scores: [W, n] encoder attention (None = unweighted).
-    Returns a bool keep mask [W, n].  The greedy loop runs k-1 times over the whole batch.
+    features: [W, n, D] LLM input embeddings; scores: [W, n] encoder attention (None = every column
+    weighted by the same 1e6).  Returns a bool keep mask [W, n]; the loop is ``methods.diversity``'s.
     """
     num_windows, n, _ = features.shape
-    if k >= n:
-        return torch.ones(num_windows, n, dtype=torch.bool, device=features.device)
-    unit = features.float()
-    unit = unit / (unit.norm(dim=-1, keepdim=True) + STAGE1_NORM_EPS)  # [W, n, D]
-    distance = 1 - torch.bmm(unit, unit.transpose(1, 2))  # [W, n, n], Dist[w, i, j]
     if scores is None:
         column_weight = torch.full((num_windows, n), STAGE1_WEIGHT_SCALE, device=features.device)
     else:
         column_weight = scores.float() * STAGE1_WEIGHT_SCALE  # [W, n]
-    # Only columns are scaled: weighted[w, i, j] = Dist[w, i, j] * a_j.
-    weighted = distance * column_weight[:, None, :]  # [W, n, n]
-
-    rows = torch.arange(num_windows, device=features.device)
-    # First pick: the token whose nearest *other* token is farthest (the smallest value of each
-    # column is normally the self-distance, so take the second smallest).
-    second_smallest = weighted.topk(2, dim=1, largest=False).values[:, 1, :]  # [W, n]
-    pick = second_smallest.argmax(dim=1)  # [W], first index on ties
-    selected = torch.zeros(num_windows, n, dtype=torch.bool, device=features.device)
-    selected[rows, pick] = True
-    min_to_selected = weighted[rows, pick].clone()  # [W, n]
-    min_to_selected[rows, pick] = STAGE1_SELECTED_SENTINEL
-    for _ in range(k - 1):
-        pick = min_to_selected.argmax(dim=1)  # [W]
-        selected[rows, pick] = True
-        min_to_selected = torch.minimum(min_to_selected, weighted[rows, pick])
-        min_to_selected[rows, pick] = STAGE1_SELECTED_SENTINEL
-    return selected
+    return farthest_point_keep(features, k, column_weight)
 
 
 def stage1_keep_mask(
@@ -234,24 +214,12 @@ def stage1_keep_mask(
     Windows are consecutive blocks of ``window_size`` tokens; the last, shorter window is its own
     batch.  Returns a bool mask [N].
     """
-    num_tokens = features.shape[0]
-    keep = torch.ones(num_tokens, dtype=torch.bool, device=features.device)
-    if num_tokens == 0:
-        return keep
-    window_size = max(1, min(window_size, num_tokens))
-    num_full = num_tokens // window_size
-    groups = [(0, num_full, window_size)]  # (start token, number of windows, window length)
-    if num_tokens % window_size:
-        groups.append((num_full * window_size, 1, num_tokens % window_size))
-    for start, count, length in groups:
-        if count == 0:
-            continue
-        stop = start + count * length
-        group_features = features[start:stop].reshape(count, length, -1)  # [W, n, D]
-        group_scores = None if scores is None else scores[start:stop].reshape(count, length)
-        k = stage1_keep_count(length, encoder_ratio)
-        keep[start:stop] = stage1_window_keep(group_features, group_scores, k).reshape(-1)
-    return keep
+    weights = None
+    if scores is None:
+        weights = torch.full((features.shape[0],), STAGE1_WEIGHT_SCALE, device=features.device)
+    else:
+        weights = scores.float() * STAGE1_WEIGHT_SCALE
+    return windowed_keep_mask(features, weights, window_size, lambda n: stage1_keep_count(n, encoder_ratio))
 
 
 # =============================================================================================

@@ -61,10 +61,17 @@ def main(cfg: DictConfig) -> float | None:
         log.error("configuration error: %s", exc)
         print(f"seats-exp: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    from methods import MethodConfigError
+
     if rc.mode == "plan":
         from seats_exp.plan import run_plan
 
-        run_plan(rc)
+        try:
+            run_plan(rc)
+        except MethodConfigError as exc:  # a budget only the described input decides (e.g. DyCoke's range)
+            log.error("configuration error: %s", exc)
+            print(f"seats-exp: configuration error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         return None
     if rc.mode == "bench":
         from seats_exp.bench import BenchConfigError, run_bench
@@ -88,7 +95,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         result = runner.run(rc, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
-    except (ModelLoadError, BenchmarkDataError, RunFolderConflict, ConfigError) as exc:
+    except (ModelLoadError, BenchmarkDataError, RunFolderConflict, ConfigError, MethodConfigError) as exc:
         log.error("%s", exc)
         print(f"seats-exp: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -16,6 +16,12 @@ by hooking transformers' own Thinker modules (no copy of the modeling code):
   and the KV cache (scope ``all_executed``: every executed layer's cache, faithful;
   ``after_drop_only``: executed layers keep their keys).
 
+Decoding (one new token per step): ``on_decode`` may cut cached entries for good; a selector with a
+decode-time *view* (``decode_view_module``) gets the new token's attention in module ``L - 1`` and
+may restrict which cached entries modules ``L..`` attend to for this step -- built as an additive
+4-D key mask (sdpa, eager), the cache itself stays whole.  A non-prefill call with several new
+tokens after a cut gets a causal mask built for every layer's own cache length.
+
 Decoding continues at the unpruned positions because ``generate`` keeps counting positions from
 the unpruned prompt and ``rope_deltas`` is computed before any cut.  Detaching removes every hook
 and leaves the model exactly as it was.
@@ -36,6 +42,7 @@ from seats_exp.selection import (
     VIDEO,
     BaseSelector,
     EncoderStats,
+    KVView,
     Selection,
     SelectionContext,
 )
@@ -112,6 +119,10 @@ class _CallState:
         self.index_version: int = 0
         self.current_cos_sin: tuple | None = None
         self.decode_step: int = 0
+        self.view_step: int = 0  # decoding steps offered to decode_view
+        self.sample_scratch: dict = {}  # a view selector's per-sample state (fresh every prefill)
+        self.view_input: tuple | None = None  # (hidden, cos/sin) entering module L-1 this step
+        self.view_mask: torch.Tensor | None = None  # additive key mask [1, 1, 1, T] for modules L..
         self.deepstack: list | None = None  # Qwen3: visual rows added after modules 0..k-1
         self.visual_local: torch.Tensor | None = None  # visual flags over the text-model input
         self.prefill = False
@@ -149,6 +160,7 @@ class Engine:
         self._handles: list = []
         self._hook_layers: set[int] = set()
         self._has_decode_hook = False
+        self._view_module: int | None = None  # 0-based module from which decode views apply
         self._state = _CallState()
         self._orig_deepstack = None
         self._pending_clock: _Clock | None = None
@@ -173,6 +185,7 @@ class Engine:
             if not 1 <= layer <= self.adapter.num_layers:
                 raise ValueError(f"selector {self.selector.name} asks for a hook after layer {layer}, "
                                  f"outside 1..{self.adapter.num_layers}")
+        self._view_module = self._check_decode_hooks()
         self._handles.append(self.thinker.register_forward_pre_hook(self._on_thinker_start, with_kwargs=True))
         # always_call: also runs when the forward raises, so a failed prefill leaves nothing behind
         self._handles.append(self.thinker.register_forward_hook(self._on_thinker_end, with_kwargs=True, always_call=True))
@@ -263,6 +276,9 @@ class Engine:
             st.prefill = False
             if self._has_decode_hook and st.modality is not None:
                 self._decode_step(cache)
+            if self._view_module is not None and st.modality is not None:
+                st.view_step += 1
+                st.view_input, st.view_mask = None, None
             return None
         pending_grid, pending_clock = self._pending_grid, self._pending_clock
         self._clear_pending()  # consumed by this prefill, or dropped with it if it is rejected below
@@ -368,6 +384,114 @@ class Engine:
             st.position_ids = st.position_ids[:, prompt_keep]
             st.token_time = st.token_time[prompt_keep]
         st.pruned = True
+
+    # -- decoding: masks and views -------------------------------------------------------------------
+    def _check_decode_hooks(self) -> int | None:
+        """Refuse decode-time combinations the engine cannot serve; return the view module (or None)."""
+        name = self.selector.name
+        view = self.selector.decode_view_module(self.adapter.num_layers)
+        if view is not None and not 1 <= int(view) < self.adapter.num_layers:
+            raise ValueError(f"selector {name} asks for a decode-time view from decoder module {view}; it must lie "
+                             f"in 1..{self.adapter.num_layers - 1} (its signal is module {view} - 1's attention)")
+        if self.kv_scope == "after_drop_only" and self._hook_layers and self._has_decode_hook:
+            raise ValueError(f"engine.kv_scope=after_drop_only cannot serve selector {name}: it prunes inside the LLM "
+                             "and also cuts KV entries while decoding (on_decode), which needs every cache layer to "
+                             "hold the same tokens; use engine.kv_scope=all_executed")
+        if view is not None:
+            impl = getattr(self.adapter.language_model.config, "_attn_implementation", None)
+            if impl not in ("sdpa", "eager"):
+                raise ValueError(f"selector {name} restricts attention while decoding with a 4-D key mask, which "
+                                 f"attn_implementation={impl!r} cannot take; use sdpa or eager")
+            view = int(view)
+        return view
+
+    def _decode_layer_pre(self, i: int, args, kwargs):
+        """Decoder-module pre-hook while decoding: the key mask this module needs, if any."""
+        st = self._state
+        hidden = args[0] if args else kwargs["hidden_states"]
+        new_tokens = hidden.shape[1]
+        view = self._view_module
+        if view is not None and st.modality is not None:
+            if new_tokens != 1:
+                raise ValueError(f"selector {self.selector.name} restricts attention per decoding step and needs one "
+                                 f"new token per step; got {new_tokens} (speculative or prompt-lookup decoding)")
+            if i == view - 1:
+                st.view_input = (hidden, kwargs.get("position_embeddings"))
+            elif i == view:
+                st.view_mask = self._decode_view(kwargs.get("past_key_values"), hidden.dtype)
+            if i >= view and st.view_mask is not None:
+                cached = kwargs["past_key_values"].layers[i].keys.shape[-2]
+                if cached + 1 != st.view_mask.shape[-1]:
+                    raise ValueError(f"decode-time view: module {i} caches {cached} entries, module {view - 1} "
+                                     f"{st.view_mask.shape[-1] - 1}; views need every layer to hold the same tokens")
+                kwargs["attention_mask"] = st.view_mask
+                return args, kwargs
+        if not st.pruned:
+            return None  # the text model's own mask fits the uncut cache
+        if new_tokens == 1:
+            if kwargs.get("attention_mask") is None:
+                return None
+            kwargs["attention_mask"] = None  # batch 1: the new token sees every cached key
+            return args, kwargs
+        # several new tokens after a cut: causal over this layer's own cache length
+        kwargs["attention_mask"] = self._causal_decode_mask(kwargs["past_key_values"], i, new_tokens, hidden)
+        return args, kwargs
+
+    @staticmethod
+    def _causal_decode_mask(cache, i: int, new_tokens: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Additive mask [1, 1, q, T]: new token r sees every cached entry and new tokens 0..r."""
+        total = cache.layers[i].keys.shape[-2] + new_tokens
+        cols = torch.arange(total, device=hidden.device)
+        rows = torch.arange(new_tokens, device=hidden.device) + (total - new_tokens)
+        mask = torch.zeros(new_tokens, total, dtype=hidden.dtype, device=hidden.device)
+        mask = mask.masked_fill(cols[None, :] > rows[:, None], torch.finfo(hidden.dtype).min)
+        return mask[None, None]
+
+    def _decode_view(self, cache, dtype: torch.dtype) -> torch.Tensor | None:
+        """Ask the selector for this step's view; return the additive key mask for modules L.. (or None)."""
+        st = self._state
+        source = self._view_module - 1
+        hidden, cos_sin = st.view_input
+        attention = self._decode_token_attention(source, hidden, cos_sin, cache.layers[source].keys)  # [T_src]
+        generated = st.view_step  # one entry per decoding step so far, this step's token included
+        cached_prompt = attention.shape[0] - generated
+        if cached_prompt == st.llm_length and cached_prompt != st.modality.shape[0]:
+            # kv_scope=after_drop_only: module L-1 kept every LLM input token; the view covers the
+            # tokens the later modules hold (the current ones) and every generated token
+            attention = torch.cat([attention[st.local_index], attention[cached_prompt:]])
+        elif cached_prompt != st.modality.shape[0]:
+            raise ValueError(f"decode-time view: module {source} caches {cached_prompt} prompt entries, the current "
+                             f"sequence has {st.modality.shape[0]} tokens")
+        total = attention.shape[0]
+        device = st.modality.device
+        ctx = self._context()
+        ctx.modality = torch.cat([st.modality, torch.full((generated,), TEXT, device=device, dtype=st.modality.dtype)])
+        ctx.original_index = torch.cat([st.original_index, st.record.input_length + torch.arange(generated, device=device)])
+        ctx.scratch = st.sample_scratch
+        view: KVView | None = self.selector.decode_view(st.view_step, attention, ctx)
+        if view is None:
+            return None
+        keep = view.keep.to(device=attention.device, dtype=torch.bool)
+        if keep.shape != (total,):
+            raise ValueError(f"selector {self.selector.name} returned a decode view over {tuple(keep.shape)} entries; "
+                             f"the cache holds {total}")
+        keep = keep.clone()
+        keep[-1] = True  # the new token always sees itself
+        mask = torch.zeros(total, dtype=dtype, device=attention.device).masked_fill(~keep, torch.finfo(dtype).min)
+        return mask.view(1, 1, 1, total)
+
+    @torch.no_grad()
+    def _decode_token_attention(self, module_index: int, hidden: torch.Tensor, cos_sin, keys: torch.Tensor) -> torch.Tensor:
+        """Head-mean attention probabilities [T] (float32) of the new token in module ``module_index``
+        over that layer's cache (new token last), as eager attention computes them: logits in the model
+        dtype, softmax in float32."""
+        layer = self.adapter.layers[module_index]
+        q, _ = self.adapter._project_qk(layer, layer.input_layernorm(hidden))  # [1, H, 1, d]
+        cos, sin = cos_sin
+        q, _ = self.adapter._rotary()(q, q, cos, sin)
+        k = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)  # [1, H, T, d]
+        logits = (q @ k.to(q.dtype).transpose(-1, -2)) * layer.self_attn.scaling  # [1, H, 1, T]
+        return torch.softmax(logits.float(), dim=-1).mean(dim=1)[0, 0]
 
     # -- context -------------------------------------------------------------------------------
     def _context(self, embeds: torch.Tensor | None = None) -> SelectionContext:
@@ -515,10 +639,7 @@ class Engine:
         def pre(module, args, kwargs):
             st = self._state
             if not st.prefill:
-                if st.pruned and kwargs.get("attention_mask") is not None:
-                    kwargs["attention_mask"] = None  # batch 1: the new token sees every cached key
-                    return args, kwargs
-                return None
+                return self._decode_layer_pre(i, args, kwargs)
             hidden = args[0] if args else kwargs["hidden_states"]
             st.record.layer_lengths.append(int(hidden.shape[1]))  # a shape: no host sync
             if not st.segment_counts or st.segment_length != st.modality.shape[0]:

@@ -11,7 +11,14 @@ Hooks (all optional; a missing hook or ``None`` means "keep everything"):
 * ``after_layer(layer, hidden, ctx)`` -- during prefill, after 1-based decoder layer ``layer``
   has run (i.e. after 0-based module ``layer - 1``); ``hidden`` is that layer's output.
   Only called for the layers listed by ``hook_layers(num_layers)``.
-* ``on_decode(step, ctx)`` -- during decoding; may return a ``KVSelection``.
+* ``on_decode(step, ctx)`` -- during decoding; may return a ``KVSelection`` (destructive: the cut
+  entries leave the cache).
+* ``decode_view(step, attention, ctx)`` -- during decoding, for selectors whose
+  ``decode_view_module(num_layers)`` names a 0-based decoder module ``L >= 1``: ``attention`` is the
+  head-mean softmax attention of the new token in module ``L - 1`` over that layer's cache; the hook
+  may return a ``KVView`` (non-destructive: modules ``L..`` attend only to the kept entries for
+  this step, the cache stays whole).  ``ctx.scratch`` is one dict per sample here (kept across the
+  decoding steps of one prompt, fresh at every prefill).
 
 Modality codes used throughout: ``TEXT`` (any token that is not an audio/video placeholder,
 chat-template and special tokens included), ``VIDEO``, ``AUDIO``.
@@ -79,6 +86,18 @@ class KVSelection:
 
     keep: torch.Tensor  # bool [S_cache]
     layers: list[int] | None = None  # 0-based cache layers; None = all
+
+
+@dataclass
+class KVView:
+    """Decode-time view for one step: which cache entries decoder modules ``L..`` may attend to.
+
+    ``keep`` covers the entries of module ``L - 1``'s cache as ``attention`` saw them (prompt tokens
+    as currently cached, every generated token, the new token last); the new token is always
+    visible.  Nothing is removed from the cache.
+    """
+
+    keep: torch.Tensor  # bool [T]
 
 
 @dataclass
@@ -209,6 +228,13 @@ class BaseSelector:
         return None
 
     def on_decode(self, step: int, ctx: SelectionContext) -> KVSelection | None:
+        return None
+
+    def decode_view_module(self, num_layers: int) -> int | None:
+        """0-based decoder module from which ``decode_view`` restricts attention (None: no view)."""
+        return None
+
+    def decode_view(self, step: int, attention: torch.Tensor, ctx: SelectionContext) -> KVView | None:
         return None
 
     def plan(self, inp: PlanInput) -> PlanCounts:

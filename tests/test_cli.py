@@ -162,6 +162,11 @@ def test_every_model_method_schedule_composes(hydra_conf, model, method, schedul
         with pytest.raises(ConfigError, match=r"method\.encoder_ratio_scale"):
             _rc(*overrides)
         overrides.append("method.clamp_encoder_ratio=true")
+    if method == "dycoke" and SCHEDULES[schedule][FAMILY[model]][0] < 0.25:
+        # TTM alone keeps at least 25 % of the video: a lower target is a config error naming the range
+        with pytest.raises(ConfigError, match=r"outside the range TTM can reach, \[0.25, 1\]"):
+            _rc(*overrides)
+        overrides.append("method.ttm_k=0.7")  # an explicit K (DyCoke's paper setting) composes anywhere
     rc = _rc(*overrides)
     assert rc.method.name == method
     assert (rc.schedule.name, rc.schedule.video, rc.schedule.audio) == (schedule, *SCHEDULES[schedule][FAMILY[model]])

@@ -32,10 +32,12 @@ PAPER_CELLS = {
     "qwen2_5_omni_7b": {
         "random": SCHEDULES, "seats": SCHEDULES, "visionzip_omni": SCHEDULES,
         "fastv_omni": ["r35", "r25", "r15"], "fastv": ["r35", "r25"], "visionzip": ["r35", "r25"],
+        "divprune_omni": SCHEDULES, "divprune": ["r35", "r25"], "dycoke": ["r35"],
     },
     "qwen3_omni_30b_a3b": {
         "random": SCHEDULES, "seats": SCHEDULES, "visionzip_omni": SCHEDULES,
         "fastv_omni": ["r35", "r25", "r15"], "fastv": ["r35", "r25"], "visionzip": ["r35", "r25", "r15"],
+        "divprune_omni": SCHEDULES, "divprune": ["r35", "r25", "r15"], "dycoke": ["r35"],
     },
 }
 # Upstream's Qwen3 VisionZip script writes audio-intact into the pair (seats-reference 12.4).
