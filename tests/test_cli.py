@@ -167,6 +167,11 @@ def test_every_model_method_schedule_composes(hydra_conf, model, method, schedul
         with pytest.raises(ConfigError, match=r"outside the range TTM can reach, \[0.25, 1\]"):
             _rc(*overrides)
         overrides.append("method.ttm_k=0.7")  # an explicit K (DyCoke's paper setting) composes anywhere
+    if method == "omnizip" and not 0.25 <= SCHEDULES[schedule][FAMILY[model]][0] <= 0.65:
+        # OmniZip's per-window clamps bound the video retention: outside it is a config error naming the range
+        with pytest.raises(ConfigError, match=r"reachable video retention \[0.25, 0.65\]"):
+            _rc(*overrides)
+        overrides.append("method.clamp=true")  # runs at the nearest reachable pair
     rc = _rc(*overrides)
     assert rc.method.name == method
     assert (rc.schedule.name, rc.schedule.video, rc.schedule.audio) == (schedule, *SCHEDULES[schedule][FAMILY[model]])
