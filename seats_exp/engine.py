@@ -486,7 +486,7 @@ class Engine:
         over that layer's cache (new token last), as eager attention computes them: logits in the model
         dtype, softmax in float32."""
         layer = self.adapter.layers[module_index]
-        q, _ = self.adapter._project_qk(layer, layer.input_layernorm(hidden))  # [1, H, 1, d]
+        q = self.adapter._project_q(layer, layer.input_layernorm(hidden))  # [1, H, 1, d]
         cos, sin = cos_sin
         q, _ = self.adapter._rotary()(q, q, cos, sin)
         k = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)  # [1, H, T, d]
