@@ -147,10 +147,15 @@ def differing_overrides(group: list[Point]) -> list[str]:
 class RefuseSharedFolders(Callback):
     """Hydra callback (conf/config.yaml ``hydra.callbacks``): before ``seats-exp -m`` launches anything,
     refuse a sweep in which two points would write the same folder (their samples would mix and one
-    result.json would overwrite the other).  One line naming the folder and the colliding keys; exit 2."""
+    result.json would overwrite the other).  One line naming the folder and the colliding keys; exit 2.
+    It also registers the project's submitit launchers with Hydra (``launchers/submitit_launcher.py``)."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from omegaconf import OmegaConf
+
+        from launchers.submitit_launcher import register
+
+        register()  # the project's submitit launchers, before Hydra builds the launcher
 
         task_args = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
         _, points = expand_master(config, task_args)

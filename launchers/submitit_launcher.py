@@ -1,5 +1,6 @@
 """hydra-submitit-launcher's launchers, with the two behaviours a long sweep needs
-(``conf/hydra/launcher/slurm.yaml`` and ``local_submitit.yaml`` point ``_target_`` here):
+(``conf/hydra/launcher/slurm.yaml`` and ``local_submitit.yaml`` point ``_target_`` at them, as
+``hydra_plugins.seats_exp_launchers.*``: Hydra takes launchers from that namespace only):
 
 * **A failed point fails its job.**  The plugin's job function returns Hydra's ``JobReturn`` even when
   the point raised, so SLURM (and ``sacct``) report the job COMPLETED.  Here the job re-raises the
@@ -68,12 +69,11 @@ class _SeatsLauncher(plugin.BaseSubmititLauncher):
             try:
                 returns.append(job.results()[0])
             except Exception as exc:  # failed in the point, cancelled, killed, or no result at all
-                state = job.state
-                log.error("point #%d (job %s, %s) failed: %s", idx, job.job_id, state,
-                          str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+                why = _reason(exc)
+                log.error("point #%d (job %s) failed: %s", idx, job.job_id, why)
                 ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
                 ret._return_value = PointFailed(f"point #{idx} ({' '.join(filter_overrides(overrides))}): job "
-                                                f"{job.job_id} ended {state}; relaunch the sweep to resume it")
+                                                f"{job.job_id} failed: {why}; relaunch the sweep to resume it")
                 returns.append(ret)
                 failed.append(idx)
         if failed:
@@ -82,9 +82,25 @@ class _SeatsLauncher(plugin.BaseSubmititLauncher):
         return returns
 
 
-class LocalLauncher(_SeatsLauncher):
-    _EXECUTOR = "local"
+def _reason(exc: Exception) -> str:
+    """One line for a job that gave no result: the point's own error, or the state SLURM reports."""
+    text = str(exc)
+    marker = "-" * 22  # submitit frames the job's traceback with these
+    if text.count(marker) >= 2:
+        lines = [line for line in text.split(marker)[1].splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    for line in text.splitlines():
+        if "state:" in line:
+            return "no result, " + line.strip()
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
-class SlurmLauncher(_SeatsLauncher):
-    _EXECUTOR = "slurm"
+def register() -> None:
+    """Register the launchers with Hydra (``hydra_plugins.seats_exp_launchers.*``); idempotent."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.seats_exp_launchers import LocalLauncher, SlurmLauncher
+
+    for cls in (LocalLauncher, SlurmLauncher):
+        Plugins.instance().register(cls)
