@@ -473,3 +473,111 @@ def test_tiny_checkpoint_first_use_is_safe_and_appears_whole(tmp_path):
     assert [o.returncode for o in outs] == [0, 0], [o.stderr[-800:] for o in outs if o.returncode]
     assert seen is not None and STAMP in seen and "model.safetensors" in seen, seen
     assert sorted(p.name for p in out.parent.iterdir()) == [".tiny.lock", "tiny"]
+
+
+@pytest.mark.slow
+def test_wall_time_is_summed_over_attempts(smoke_sweep):
+    killed = smoke_sweep["killed_dir"]
+    attempts = json.loads((killed / "attempts.json").read_text())
+    assert len(attempts) == 2 and all(a["wall_time_s"] > 0 for a in attempts)  # the killed one counted to its last sample
+    result = json.loads((killed / "result.json").read_text())
+    assert result["attempts"] == 2 and result["wall_time_s"] == pytest.approx(sum(a["wall_time_s"] for a in attempts))
+    other = next(d for d in results_by_method(smoke_sweep["sweep_dir"]).values() if d != killed)
+    assert json.loads((other / "result.json").read_text())["attempts"] == 1
+
+
+@pytest.mark.slow
+def test_resume_after_a_partial_last_line_loses_no_sample(smoke_sweep):
+    """A kill while a line was being written: the relaunch drops the fragment before appending, so every
+    sample ends with a parseable record and the cost is averaged over all of them."""
+    import shutil
+
+    root = smoke_sweep["root"]
+    src = results_by_method(smoke_sweep["sweep_dir"])["random"]
+    dst = root / "partial_line"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("tasks", "result.json", "scores.jsonl", "attempts.json"))
+    lines = (dst / "samples.jsonl").read_text().splitlines(keepends=True)
+    (dst / "samples.jsonl").write_text(lines[0] + lines[1][: len(lines[1]) // 2])
+    proc, _ = run_cli(root, "experiment=smoke", "method=random", f"hydra.run.dir={dst}")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "resuming: 1 samples already recorded" in log and "dropped a partial last line" in log
+    assert sorted(r["doc_id"] for r in records(dst)) == list(range(SMOKE_SAMPLES))
+    assert len((dst / "samples.jsonl").read_text().splitlines()) == SMOKE_SAMPLES  # no glued line left
+    assert answers(dst) == answers(src)
+    new, old = (json.loads((d / "result.json").read_text()) for d in (dst, src))
+    assert new["n_samples"] == SMOKE_SAMPLES and new["cost"]["prefill_tflops"] == pytest.approx(old["cost"]["prefill_tflops"])
+
+
+@pytest.mark.slow
+def test_failed_point_fails_its_job_and_the_sweep_settles_every_point(smoke_sweep):
+    """submitit (local executor): point #0 fails (its folder holds another configuration) -- its job
+    ends in error, point #1 still finishes, the sweep exits non-zero naming #0."""
+    from submitit.core.utils import pickle_load
+
+    from launchers.list_points import expand
+
+    root = smoke_sweep["root"]
+    sweep_dir = root / "submitit_fail"
+    _, points = expand(["experiment=smoke", f"paths.root={root}", f"hydra.sweep.dir={sweep_dir}"])
+    _folder(points[0].folder, "seed: 99\n", [{"task": "t", "doc_id": 0, "answer": "A"}])
+    proc, _ = run_cli(root, "-m", "experiment=smoke", "hydra/launcher=local_submitit", f"hydra.sweep.dir={sweep_dir}",
+                      "benchmark.limit=1")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]
+    assert "1 of 2 points failed (#0)" in log and "relaunch the same sweep" in log
+    assert (points[1].folder / "result.json").is_file() and not (points[0].folder / "result.json").exists()
+    outcomes = {}
+    for pkl in (sweep_dir / ".submitit").glob("*/*_result.pkl"):
+        outcome, value = pickle_load(pkl)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if outcome == "error":
+            assert "RunFolderConflict" in str(value)
+    assert outcomes == {"error": 1, "success": 1}
+
+
+@pytest.mark.slow
+def test_finished_unlogged_point_is_logged_from_its_files(smoke_sweep, tmp_path):
+    """A finished point never logged to W&B (logger=none, or W&B failed at the end): relaunching with
+    logger=wandb logs it from result.json/samples.jsonl/scores.jsonl without model work, once."""
+    import shutil
+
+    from seats_exp.wandb_reader import find_offline_runs, read_offline_run, read_table
+
+    root = smoke_sweep["root"]
+    src = results_by_method(smoke_sweep["sweep_dir"])["full_tokens"]
+    dst = root / "unlogged"
+    shutil.copytree(src, dst)
+    assert not (dst / "logged.json").exists()
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HOME": str(tmp_path)}
+    args = ("experiment=smoke", "method=full_tokens", f"hydra.run.dir={dst}", "logger=wandb")
+    proc, _ = run_cli(root, *args, env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "not logged to W&B yet: logging it from its result files (no model work)" in log
+    assert "loaded qwen2_5_omni Thinker" not in log
+    (run_dir,) = find_offline_runs(dst / "wandb")
+    assert json.loads((dst / "logged.json").read_text())["mode"] == "offline"
+
+    run = read_offline_run(run_dir)
+    result = json.loads((dst / "result.json").read_text())
+    config = run["config"]
+    assert config["experiment_name"] == "smoke" and config["git_commit"] == result["git_commit"]
+    assert config["benchmark"]["limit"] == config["benchmark_limit"] == SMOKE_SAMPLES and config["sample_ids"] is None
+    assert config["generation"]["synthetic"]["max_new_tokens"] == 4
+    assert config["generation"]["synthetic"] == config["benchmark"]["tasks"]["synthetic"]["generation"]
+    assert config["ratios"] == result["ratios"] and config["model"]["name"] == "tiny_qwen2_5_omni"
+    assert config["engine"]["kv_scope"] == result["kv_scope"] and config["seed"] == 0
+    table = read_table(run_dir, run["summary"]["samples"])
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    scores = {s["sample_id"]: s for s in map(json.loads, (dst / "scores.jsonl").read_text().splitlines())}
+    assert len(rows) == SMOKE_SAMPLES and len(scores) == SMOKE_SAMPLES
+    for row in rows:
+        s = scores[row["sample_id"]]
+        assert (row["gold"], row["prediction"], row["score"], row["category"]) == (
+            s["gold"], s["prediction"], s["score"], s["video_category"])
+        assert row["gold"] in "ABCD" and row["score"] in (0, 1) and row["category"]
+
+    again, _ = run_cli(root, *args, env=env)
+    assert again.returncode == 0 and "already logged to W&B (offline)" in again.stdout + again.stderr
+    assert len(find_offline_runs(dst / "wandb")) == 1
