@@ -67,9 +67,11 @@ def expand(args: list[str], *, compose_points: bool = True) -> tuple[dict, list[
         return expand_master(master, task_args, compose_points=compose_points)
 
 
-def expand_master(master, task_args: list[str], *, compose_points: bool = True) -> tuple[dict, list[Point]]:
+def expand_master(master, task_args: list[str], *, compose_points: bool = True,
+                  inspect: bool = True) -> tuple[dict, list[Point]]:
     """:func:`expand` from a composed multirun configuration (Hydra already initialised, as inside
-    ``seats-exp -m``): cross the sweep and compose each point; the global HydraConfig is restored."""
+    ``seats-exp -m``): cross the sweep and compose each point; the global HydraConfig is restored.
+    ``inspect=False`` only finds each point's folder (no validation, no folder state)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -101,6 +103,9 @@ def expand_master(master, task_args: list[str], *, compose_points: bool = True) 
             HydraConfig.instance().set_config(cfg)
             sweep_dir = Path(cfg.hydra.sweep.dir) if sweep_dir is None else sweep_dir
             folder = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
+            if not inspect:
+                points.append(Point(idx, list(overrides), swept, str(cfg.run_name), folder))
+                continue
             task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
             problem = None
             try:
@@ -158,7 +163,7 @@ class RefuseSharedFolders(Callback):
         register()  # the project's submitit launchers, before Hydra builds the launcher
 
         task_args = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
-        _, points = expand_master(config, task_args)
+        _, points = expand_master(config, task_args, inspect=False)
         groups = shared_folders(points)
         if not groups:
             return

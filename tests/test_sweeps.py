@@ -420,13 +420,17 @@ def test_sweep_list_conflicts_exit_nonzero(tmp_path, capsys):
     assert main(args + ["hydra.sweep.dir=" + str(tmp_path / "elsewhere")]) == 0
 
 
-def _start_together(code: str, n: int, tmp_path: Path) -> list[subprocess.Popen]:
-    """Start ``code`` in ``n`` processes that begin together (each waits for a go file)."""
+def _start_together(code: str, n: int, tmp_path: Path, stagger: float = 0.0) -> list[subprocess.Popen]:
+    """Start ``code`` in ``n`` processes that begin together (each waits for a go file), the i-th
+    ``i * stagger`` seconds after the go: later ones arrive while the first is still creating."""
     go = tmp_path / "go"
-    script = f"import time, pathlib\nwhile not pathlib.Path({str(go)!r}).exists(): time.sleep(0.005)\n{code}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(n)]
+    procs = []
+    for i in range(n):
+        script = (f"import time, pathlib\nwhile not pathlib.Path({str(go)!r}).exists(): time.sleep(0.005)\n"
+                  f"time.sleep({i * stagger})\n{code}")
+        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
     time.sleep(1.0)  # every interpreter up and polling
     go.touch()
     return procs
@@ -444,7 +448,7 @@ def test_first_use_of_the_synthetic_set_is_safe_under_concurrency(tmp_path):
     root = tmp_path / "data" / "synthetic"
     code = ("from evaluation.synthetic import ensure\n"
             f"print(ensure({str(root)!r}, num_clips=3, seconds=1.0, fps=4, width=32, height=32))")
-    outs = _finish(_start_together(code, 4, tmp_path))
+    outs = _finish(_start_together(code, 4, tmp_path, stagger=0.1))
     assert [o.returncode for o in outs] == [0] * 4, [o.stderr[-800:] for o in outs if o.returncode]
     from evaluation.synthetic import video_path
 
