@@ -132,12 +132,22 @@ def _sacct(env: dict, job_id: str) -> dict[str, str]:
     return dict(line.split("|", 1) for line in out.stdout.split("\n") if line)
 
 
+def _final_states(env: dict, job_id: str, timeout: float = 60) -> dict[str, str]:
+    """sacct's states once no task is running any more (a job that wrote its result may still be exiting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = _sacct(env, job_id)
+        if not any(s in ("RUNNING", "PENDING", "COMPLETING") for s in states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(1)
+
+
 def test_job_accounting_records_the_sweep(cluster, slurm_sweep):
     env = cluster.client_env()
     first = slurm_sweep["cancelled"].split("_")[0]
-    assert _sacct(env, first) == {f"{first}_0": "CANCELLED by 0", f"{first}_1": "COMPLETED"}
+    assert _final_states(env, first) == {f"{first}_0": "CANCELLED by 0", f"{first}_1": "COMPLETED"}
     (again,) = {d.name.split("_")[0] for d in slurm_sweep["relaunch_jobs"]}
-    assert _sacct(env, again) == {f"{again}_0": "COMPLETED", f"{again}_1": "COMPLETED"}
+    assert _final_states(env, again) == {f"{again}_0": "COMPLETED", f"{again}_1": "COMPLETED"}
 
 
 def test_cancelled_point_fails_the_sweep_and_relaunch_resumes_it(slurm_sweep):
