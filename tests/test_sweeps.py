@@ -514,9 +514,10 @@ def test_resume_after_a_partial_last_line_loses_no_sample(smoke_sweep):
 
 
 @pytest.mark.slow
-def test_failed_point_fails_its_job_and_the_sweep_settles_every_point(smoke_sweep):
-    """submitit (local executor): point #0 fails (its folder holds another configuration) -- its job
-    ends in error, point #1 still finishes, the sweep exits non-zero naming #0."""
+def test_failed_points_fail_their_jobs_and_the_sweep_settles_every_point(smoke_sweep):
+    """submitit (local executor): both points fail at once (their folders hold another configuration):
+    each job ends in error (not "success" with a failed JobReturn inside), the sweep waits for both and
+    exits non-zero naming both."""
     from submitit.core.utils import pickle_load
 
     from launchers.list_points import expand
@@ -524,20 +525,16 @@ def test_failed_point_fails_its_job_and_the_sweep_settles_every_point(smoke_swee
     root = smoke_sweep["root"]
     sweep_dir = root / "submitit_fail"
     _, points = expand(["experiment=smoke", f"paths.root={root}", f"hydra.sweep.dir={sweep_dir}"])
-    _folder(points[0].folder, "seed: 99\n", [{"task": "t", "doc_id": 0, "answer": "A"}])
-    proc, _ = run_cli(root, "-m", "experiment=smoke", "hydra/launcher=local_submitit", f"hydra.sweep.dir={sweep_dir}",
-                      "benchmark.limit=1")
+    for p in points:
+        _folder(p.folder, "seed: 99\n", [{"task": "t", "doc_id": 0, "answer": "A"}])
+    proc, _ = run_cli(root, "-m", "experiment=smoke", "hydra/launcher=local_submitit", f"hydra.sweep.dir={sweep_dir}")
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]
-    assert "1 of 2 points failed (#0)" in log and "relaunch the same sweep" in log
-    assert (points[1].folder / "result.json").is_file() and not (points[0].folder / "result.json").exists()
-    outcomes = {}
-    for pkl in (sweep_dir / ".submitit").glob("*/*_result.pkl"):
-        outcome, value = pickle_load(pkl)
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        if outcome == "error":
-            assert "RunFolderConflict" in str(value)
-    assert outcomes == {"error": 1, "success": 1}
+    assert "2 of 2 points failed (#0, #1)" in log and "relaunch the same sweep" in log
+    assert "point #0 (job" in log and "point #1 (job" in log and "RunFolderConflict" in log
+    outcomes = [pickle_load(pkl) for pkl in (sweep_dir / ".submitit").glob("*/*_result.pkl")]
+    assert [o for o, _ in outcomes] == ["error", "error"]
+    assert all("RunFolderConflict" in str(value) for _, value in outcomes)
 
 
 @pytest.mark.slow
