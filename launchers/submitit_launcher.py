@@ -77,7 +77,7 @@ class _SeatsLauncher(plugin.BaseSubmititLauncher):
                 returns.append(ret)
                 failed.append(idx)
         if failed:
-            log.error("%d of %d points failed (%s); the others are settled -- relaunch the same sweep to resume them",
+            log.error("%d of %d points failed (%s); every job has ended -- relaunch the same sweep to resume them",
                       len(failed), len(args), ", ".join(f"#{i}" for i in failed))
         return returns
 

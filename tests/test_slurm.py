@@ -167,6 +167,21 @@ def test_cancelled_point_fails_the_sweep_and_relaunch_resumes_it(slurm_sweep):
     assert json.loads((slurm_sweep["point"] / "result.json").read_text())["attempts"] == 2
 
 
+def test_failed_points_fail_their_slurm_jobs(cluster, slurm_root):
+    """A point that raises fails its job: SLURM (sacct) reports FAILED, not COMPLETED; the sweep names both."""
+    sweep_dir = slurm_root / "failing"
+    for method in ("full_tokens", "random"):  # each folder holds another configuration: both points refuse at once
+        folder = sweep_dir / f"tiny_qwen2_5_omni.{method}.r35.synthetic"
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text("seed: 99\n")
+        (folder / "samples.jsonl").write_text(json.dumps({"task": "t", "doc_id": 0, "answer": "A"}) + "\n")
+    proc, _ = run_cli(slurm_root, "-m", "experiment=smoke", *LOCAL_NODE, f"hydra.sweep.dir={sweep_dir}",
+                      env=cluster.client_env(), timeout=300)
+    assert proc.returncode != 0 and "2 of 2 points failed (#0, #1)" in proc.stderr + proc.stdout
+    (array_id,) = {d.name.split("_")[0] for d in _array_jobs(sweep_dir)}
+    assert _final_states(cluster.client_env(), array_id) == {f"{array_id}_0": "FAILED", f"{array_id}_1": "FAILED"}
+
+
 def _squeue(env: dict, *args: str) -> str:
     return subprocess.run(["squeue", "-h", *args], env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=30, check=False).stdout.strip()
