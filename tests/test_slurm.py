@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 # Sized for the local node: no GPU request, one CPU per task, no memory request.
 LOCAL_NODE = ("hydra/launcher=slurm", f"hydra.launcher.partition={local_slurm.PARTITION}",
               "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=null",
-              "hydra.launcher.timeout_min=15")
+              "hydra.launcher.timeout_min=15", "benchmark.limit=6")
+N = 6  # samples per point: enough that a point cancelled after its first sample cannot finish in KillWait
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +114,10 @@ def test_sweep_runs_through_submitit_slurm(slurm_sweep):
     assert set(runs) == {"full_tokens", "random"}  # both result.json written
     for run_dir in runs.values():
         result = json.loads((run_dir / "result.json").read_text())
-        assert result["n_samples"] == 3 and result["n_errors"] == 0
+        assert result["n_samples"] == N and result["n_errors"] == 0
         # one answered record per sample (a record the cancelled job wrote while being killed, e.g. a
         # decode error, is superseded by the resumed one: the last record of a sample wins)
-        assert sorted(r["doc_id"] for r in records(run_dir) if r["answer"] is not None) == [0, 1, 2]
+        assert sorted(r["doc_id"] for r in records(run_dir) if r["answer"] is not None) == list(range(N))
     # one job per point, submitted as one array with the parallelism cap (once per launch)
     scripts = list((slurm_sweep["dir"] / ".submitit").glob("*/*_submission.sh"))
     assert len(scripts) == 2 and all("#SBATCH --array=0-1%" in p.read_text() for p in scripts)
@@ -156,14 +157,14 @@ def test_cancelled_point_fails_the_sweep_and_relaunch_resumes_it(slurm_sweep):
     assert "1 of 2 points failed (#0)" in out and "CANCELLED" in out, out[-4000:]
     before = slurm_sweep["before_cancel"]
     answered = {r["doc_id"] for r in before if r["answer"] is not None}
-    assert 1 <= len(answered) < 3, f"cancel came too late: {before}"
+    assert 1 <= len(answered) < N, f"cancel came too late: {before}"
     logs = {d.name[-1]: "".join(p.read_text() for p in d.glob("*_log.*")) for d in slurm_sweep["relaunch_jobs"]}
     assert f"resuming: {len(answered)} samples already recorded" in logs["0"]  # the cancelled point, resumed
     assert "no model work" in logs["1"]  # the point that had finished
     recs = records(slurm_sweep["point"])
     assert recs[:len(before)] == before  # kept as they were
     resumed = [r["doc_id"] for r in recs[len(before):]]
-    assert sorted(resumed) == sorted({0, 1, 2} - answered)  # only the samples without an answer were generated
+    assert sorted(resumed) == sorted(set(range(N)) - answered)  # only the samples without an answer were generated
     assert json.loads((slurm_sweep["point"] / "result.json").read_text())["attempts"] == 2
 
 
@@ -225,9 +226,9 @@ def test_two_task_job_preempted_resumes_and_matches_one_task(cluster, slurm_root
 
     (run_dir,) = results_by_method(dp_dir).values()
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["world_size"] == 2 and result["n_samples"] == 3
+    assert result["world_size"] == 2 and result["n_samples"] == N
     recs = records(run_dir)
-    assert sorted(r["doc_id"] for r in recs) == [0, 1, 2]  # none generated twice across the requeue
+    assert sorted(r["doc_id"] for r in recs) == list(range(N))  # none generated twice across the requeue
     assert all(r["rank"] == r["doc_id"] % 2 for r in recs)
     assert answers(run_dir) == answers(results_by_method(slurm_sweep["dir"])["full_tokens"])
 
