@@ -176,13 +176,3 @@ def _stamped(out: Path, stamp: dict) -> bool:
         return json.loads((out / STAMP).read_text()) == stamp
     except (OSError, ValueError):
         return False
-    out.mkdir(parents=True, exist_ok=True)
-    processor = build_processor(family)
-    config = _qwen3_config(processor.tokenizer) if family == "qwen3_omni" else _qwen2_5_config(processor.tokenizer)
-    cls = Qwen3OmniMoeForConditionalGeneration if family == "qwen3_omni" else Qwen2_5OmniForConditionalGeneration
-    torch.manual_seed(seed)
-    model = cls(config)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / STAMP).write_text(json.dumps(stamp))
-    return out
