@@ -133,12 +133,14 @@ def _sacct(env: dict, job_id: str) -> dict[str, str]:
     return dict(line.split("|", 1) for line in out.stdout.split("\n") if line)
 
 
-def _final_states(env: dict, job_id: str, timeout: float = 60) -> dict[str, str]:
-    """sacct's states once no task is running any more (a job that wrote its result may still be exiting)."""
+def _final_states(env: dict, job_id: str, n_tasks: int = 2, timeout: float = 60) -> dict[str, str]:
+    """sacct's states of the array's tasks once every task is recorded and none is running any more (a job
+    that wrote its result may still be exiting; the accounting daemon may record a task a moment later)."""
     deadline = time.monotonic() + timeout
     while True:
         states = _sacct(env, job_id)
-        if not any(s in ("RUNNING", "PENDING", "COMPLETING") for s in states.values()) or time.monotonic() > deadline:
+        final = len(states) == n_tasks and not any(s in ("RUNNING", "PENDING", "COMPLETING") for s in states.values())
+        if final or time.monotonic() > deadline:
             return states
         time.sleep(1)
 
