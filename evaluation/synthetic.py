@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -418,10 +419,39 @@ def ensure(
     """Return ``root/qa.json``, generating the set first unless ``root`` already holds it with these parameters.
 
     A folder stamped with other parameters is regenerated; a folder with content but no stamp is
-    never touched (``FileExistsError``).
+    never touched (``FileExistsError``).  Safe under concurrency (several points, sweeps or array
+    tasks on a fresh root): creation runs under a file lock next to ``root`` (``.<name>.lock``), the
+    state is checked again once the lock is held, and the set is written to a temporary sibling
+    folder that is renamed into place, so no process ever sees a half-written set.
     """
+    from filelock import FileLock
+
     root = Path(root)
     params = _params(num_clips, seed, seconds, fps, width, height, sample_rate, audio, questions_per_clip)
+    qa_path = _current(root, params, num_clips, quiet=True)
+    if qa_path is not None:
+        log.debug("synthetic benchmark in %s is up to date", root)
+        return qa_path
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        qa_path = _current(root, params, num_clips, quiet=False)  # another process may have made it meanwhile
+        if qa_path is not None:
+            return qa_path
+        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        generate(tmp, **params)
+        if root.exists():  # our older set (or an empty folder): swap it out, then remove it
+            old = root.parent / f".{root.name}.old-{os.getpid()}"
+            root.rename(old)
+            tmp.rename(root)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(root)
+    return root / ANNOTATION_NAME
+
+
+def _current(root: Path, params: dict, num_clips: int, *, quiet: bool) -> Path | None:
+    """``root/qa.json`` when ``root`` holds the set with ``params``; None when it must be (re)generated."""
     stamp = _read_stamp(root)
     if stamp is None:
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -429,21 +459,22 @@ def ensure(
                 f"synthetic benchmark folder {root} already has content but no {STAMP_NAME} stamp; "
                 "refusing to write into it -- choose an empty or new folder"
             )
-        return generate(root, **params)
+        return None
 
     if stamp.get("version") != GENERATOR_VERSION or stamp.get("params") != params:
-        old = stamp.get("params") or {}
-        changed = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
-        log.info(
-            "synthetic benchmark in %s was generated with other parameters %s (version %s); regenerating",
-            root, changed or "(unreadable stamp)", stamp.get("version"),
-        )
-        return generate(root, **params)
+        if not quiet:
+            old = stamp.get("params") or {}
+            changed = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
+            log.info(
+                "synthetic benchmark in %s was generated with other parameters %s (version %s); regenerating",
+                root, changed or "(unreadable stamp)", stamp.get("version"),
+            )
+        return None
 
     qa_path = root / ANNOTATION_NAME
     ids = [c.get("video_id") for c in stamp.get("clips", [])]
     if not qa_path.is_file() or len(ids) != num_clips or not all(video_path(root, v).is_file() for v in ids):
-        log.info("synthetic benchmark in %s is incomplete; regenerating", root)
-        return generate(root, **params)
-    log.debug("synthetic benchmark in %s is up to date", root)
+        if not quiet:
+            log.info("synthetic benchmark in %s is incomplete; regenerating", root)
+        return None
     return qa_path

@@ -4,16 +4,22 @@
     python -m launchers.local_slurm stop  [--dir DIR]
     python -m launchers.local_slurm status [--dir DIR]
 
-Needs root and the Debian packages ``slurmctld slurmd slurm-client munge`` (SLURM 22.05).  Everything
-the cluster writes -- its own munge key and socket, slurm.conf, state, spool, logs, pid files -- lives
-under one folder (default ``/tmp/seats-exp-slurm``), and the daemons listen on free ports, so the
-cluster touches nothing under /etc and can run next to another one.  Client commands (sbatch, squeue,
+Needs root and the Debian packages ``slurmctld slurmd slurm-client munge slurmdbd mariadb-server``
+(SLURM 22.05, MariaDB 10.11).  Everything the cluster writes -- its own munge key and socket,
+slurm.conf and slurmdbd.conf, the accounting database, state, spool, logs, pid files -- lives under
+one folder (default ``/tmp/seats-exp-slurm``), and the daemons listen on free ports of 127.0.0.1
+only, so the cluster touches nothing under /etc and can run next to another one.
+
+Job accounting: a private MariaDB server (its own data folder, TCP on 127.0.0.1 only, no grant
+tables: a throw-away test database) behind ``slurmdbd``, so ``sacct`` works.  submitit reads job
+states with ``sacct``; without accounting it never sees a cancelled job and waits forever.  Client commands (sbatch, squeue,
 and submitit, which calls them) find it through ``SLURM_CONF=<dir>/slurm.conf``; ``start`` prints that
 line and :func:`client_env` returns it for Python callers.
 
 Settings that work on a single unprivileged-cgroup machine (see the project's environment notes):
-``proctrack/linuxproc``, ``task/none``, no accounting, ``select/cons_tres`` with ``CR_CPU``.
-``stop`` ends the daemons by the PIDs in their pid files only.
+``proctrack/linuxproc``, ``task/none``, ``select/cons_tres`` with ``CR_CPU``, accounting through
+``accounting_storage/slurmdbd`` (no per-job resource gathering).  ``stop`` ends the daemons by the
+PIDs in their pid files only (slurmd, slurmctld, slurmdbd, mariadbd, munged, in that order).
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ from pathlib import Path
 
 DEFAULT_DIR = Path("/tmp/seats-exp-slurm")
 PARTITION = "local"
-REQUIRED_TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo")
+REQUIRED_TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "slurmdbd", "sacct",
+                  "sacctmgr", "mariadbd", "mariadb-install-db")
+CLUSTER_NAME = "seatsexp"
+APT_PACKAGES = "slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
 
 
 @dataclass
@@ -51,8 +60,17 @@ class LocalCluster:
     def munge_socket(self) -> Path:
         return self.munge_dir / "munge.socket"
 
+    @property
+    def dbd_conf(self) -> Path:
+        return self.root / "slurmdbd.conf"  # found next to slurm.conf (SLURM_CONF's folder)
+
+    @property
+    def db_dir(self) -> Path:
+        return self.root / "db"
+
     def pid_files(self) -> dict[str, Path]:
         return {"slurmd": self.root / "run" / "slurmd.pid", "slurmctld": self.root / "run" / "slurmctld.pid",
+                "slurmdbd": self.root / "run" / "slurmdbd.pid", "mariadbd": self.db_dir / "mariadbd.pid",
                 "munged": self.munge_dir / "munged.pid"}
 
     def client_env(self) -> dict[str, str]:
@@ -78,11 +96,12 @@ def _memory_mb() -> int:
     return 1024
 
 
-def _slurm_conf(c: LocalCluster, host: str, cpus: int, memory_mb: int, ctld_port: int, slurmd_port: int) -> str:
+def _slurm_conf(c: LocalCluster, host: str, cpus: int, memory_mb: int, ctld_port: int, slurmd_port: int,
+                dbd_port: int) -> str:
     r = c.root
     return f"""\
 # Written by launchers/local_slurm.py: a one-node cluster on {host}.
-ClusterName=seatsexp
+ClusterName={CLUSTER_NAME}
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
@@ -101,8 +120,12 @@ PlugStackConfig={r}/plugstack.conf
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort={dbd_port}
+AccountingStoragePass={c.munge_socket}
 JobCompType=jobcomp/none
+CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
@@ -111,11 +134,75 @@ ReturnToService=2
 SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0
-KillWait=5
+# submitit ignores SIGTERM (it waits for SIGKILL): a cancelled job gets its SIGKILL 1 s later
+KillWait=1
 MinJobAge=300
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 """
+
+
+def _slurmdbd_conf(c: LocalCluster, dbd_port: int, db_port: int) -> str:
+    r = c.root
+    return f"""\
+# Written by launchers/local_slurm.py: job accounting for the one-node cluster.
+AuthType=auth/munge
+AuthInfo=socket={c.munge_socket}
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={dbd_port}
+SlurmUser=root
+LogFile={r}/log/slurmdbd.log
+PidFile={r}/run/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={db_port}
+StorageUser=root
+StorageLoc=slurm_acct_db
+CommunicationParameters=NoInAddrAny
+"""
+
+
+_DB_OPTIONS = ("--innodb-buffer-pool-size=16M", "--innodb-log-file-size=4M")
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _start_database(c: LocalCluster, db_port: int) -> None:
+    """A private MariaDB server for slurmdbd: its own data folder, TCP on 127.0.0.1 only."""
+    data = c.db_dir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    proc = _run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root", "--skip-test-db",
+                 "--auth-root-authentication-method=normal", *_DB_OPTIONS])
+    if proc.returncode != 0:
+        raise RuntimeError(f"local SLURM: mariadb-install-db failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+    log = c.root / "log" / "mariadbd.log"
+    cmd = ["mariadbd", "--no-defaults", f"--datadir={data}", "--user=root", "--bind-address=127.0.0.1",
+           f"--port={db_port}", f"--socket={c.db_dir / 'mariadbd.sock'}", f"--pid-file={c.pid_files()['mariadbd']}",
+           f"--log-error={log}", "--skip-grant-tables", "--skip-name-resolve", *_DB_OPTIONS]
+    # mariadbd does not fork: its own session, no terminal, stopped by its pid file
+    subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+    _wait(lambda: _port_open(db_port) and c.pid_files()["mariadbd"].exists(), 30, "mariadbd", [log])
+
+
+def _start_accounting(c: LocalCluster, env: dict, dbd_port: int, db_port: int) -> None:
+    _start_database(c, db_port)
+    c.dbd_conf.write_text(_slurmdbd_conf(c, dbd_port, db_port))
+    os.chmod(c.dbd_conf, 0o600)  # slurmdbd refuses a config readable by others
+    proc = _run(["slurmdbd"], env=env)  # forks; reads <SLURM_CONF folder>/slurmdbd.conf
+    if proc.returncode != 0:
+        raise RuntimeError(f"local SLURM: slurmdbd failed to start: {proc.stderr.strip()}")
+    _wait(lambda: _port_open(dbd_port), 30, "slurmdbd", [c.root / "log/slurmdbd.log"])
+    out = _run(["sacctmgr", "-i", "add", "cluster", CLUSTER_NAME], env=env)
+    if out.returncode != 0 and "already exists" not in (out.stdout + out.stderr).lower():
+        raise RuntimeError(f"local SLURM: sacctmgr add cluster failed: {(out.stderr or out.stdout).strip()}")
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -172,7 +259,7 @@ def start(root: Path = DEFAULT_DIR, cpus: int | None = None) -> LocalCluster:
     missing = missing_tools()
     if missing:
         raise RuntimeError(f"local SLURM: missing programs {missing} "
-                           "(apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge)")
+                           f"(apt-get install -y --no-install-recommends {APT_PACKAGES})")
     c = LocalCluster(Path(root))
     stop(c.root)
     if c.root.exists():
@@ -183,10 +270,16 @@ def start(root: Path = DEFAULT_DIR, cpus: int | None = None) -> LocalCluster:
     (c.root / "plugstack.conf").write_text("")
     host = socket.gethostname().split(".")[0]
     cpus = cpus or os.cpu_count() or 1
-    c.conf.write_text(_slurm_conf(c, host, cpus, max(_memory_mb() - 1024, 512), _free_port(), _free_port()))
+    dbd_port, db_port = _free_port(), _free_port()
+    c.conf.write_text(_slurm_conf(c, host, cpus, max(_memory_mb() - 1024, 512), _free_port(), _free_port(), dbd_port))
 
-    _start_munge(c)
     env = {**os.environ, **c.client_env()}
+    try:
+        _start_munge(c)
+        _start_accounting(c, env, dbd_port, db_port)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired):
+        stop(c.root)
+        raise
     for daemon in ("slurmctld", "slurmd"):
         # -i: ignore state left by an earlier cluster; both fork and write their pid file.
         cmd = [daemon, "-f", str(c.conf)] + (["-i"] if daemon == "slurmctld" else ["-N", host])
@@ -274,7 +367,8 @@ def stop(root: Path = DEFAULT_DIR, timeout: float = 15.0) -> list[str]:
     if pids["slurmctld"] is not None and _alive(pids["slurmctld"]):
         _cancel_jobs(c, timeout)
     stopped = []
-    for name in ("slurmd", "slurmctld", "munged"):  # slurmd first: it may still report to slurmctld
+    # slurmd first (it may still report to slurmctld), then slurmctld, its accounting, munge last
+    for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
         pid = pids[name]
         if pid is None or not _alive(pid):
             continue

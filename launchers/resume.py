@@ -14,9 +14,14 @@ compared with the resolved configuration about to run (:func:`folder_state`):
               differing keys (point the sweep elsewhere or delete the folder); mixing answers of two
               configurations would corrupt both.
 
-"Same configuration" is the resolved ``config.yaml`` the run writes, ignoring settings that change
-no sample and no score (:data:`IGNORED`: the progress bar and the logger).  A point whose only change
-is the logger is therefore skipped without logging again.
+"Same configuration" is the point's identity: the resolved ``config.yaml`` the run writes, less the
+settings that change no sample and no score (:data:`IGNORED`).  What stays is what makes the result:
+model (its checkpoint included), method, schedule, benchmark and its data (annotation and video
+paths), eval and engine settings, seed.  Where it was launched from is not part of it: ``paths.*``
+(roots are only used through the resolved model/benchmark paths, which stay), ``plan.*`` (read by
+``mode=plan`` only), the run and experiment names, the progress bar and the logger.  A finished point
+whose only change is the logger is therefore not run again (a missing W&B run is caught up from its
+files, see ``seats_exp.runner``).
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from typing import Any
 
 import yaml
 
-# Dotted keys that change neither a sample nor a score.
-IGNORED = ("eval.progress", "logger")
+# Dotted keys that change neither a sample nor a score (not part of a point's identity).
+IGNORED = ("eval.progress", "logger", "paths", "plan", "run_name", "experiment_name")
 
 
 class RunFolderConflict(RuntimeError):

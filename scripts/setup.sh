@@ -4,16 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(ffmpeg slurmctld slurmd slurm-client munge chromium)
+APT_PACKAGES=(ffmpeg slurmctld slurmd slurm-client munge slurmdbd mariadb-server chromium)
 missing=()
-for tool in ffmpeg slurmctld slurmd munged chromium; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+for tool in ffmpeg slurmctld slurmd munged slurmdbd mariadbd chromium; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing system packages (${APT_PACKAGES[*]})"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
   else
-    echo "setup: missing system tools: ${missing[*]} (install ffmpeg; slurm and munge are only needed for the SLURM tests, chromium for the report screenshot test)" >&2
+    echo "setup: missing system tools: ${missing[*]} (install ffmpeg; slurm, munge, slurmdbd and mariadb are only needed for the SLURM tests, chromium for the report screenshot test)" >&2
   fi
 fi
 

@@ -148,12 +148,19 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
 
     config_yaml = with_data_identity(config_yaml, rc)  # an edited annotation file is another point
     store = RunStore(run_dir)
+    # Data parallel across the job's tasks (one process = world size 1); design in seats_exp/distributed.py.
+    dist_env = distributed.detect()
     finished = finished_result(store.dir, config_yaml)  # raises when the folder holds another configuration
     if finished is not None:
         log.info("skipping %s: finished (result.json with the same configuration), no model work", store.dir)
+        if rc.logger.name == "wandb" and dist_env.is_main:
+            if store.read_logged() is None:  # done but never logged (e.g. W&B failed at the end): catch up
+                log.info("finished point %s is not logged to W&B yet: logging it from its result files (no model work)",
+                         store.dir)
+                _log_wandb(rc, finished, list(_last_records(store).values()), store, config_yaml)
+            else:
+                log.info("already logged to W&B (%s)", store.read_logged().get("mode"))
         return finished
-    # Data parallel across the job's tasks (one process = world size 1); design in seats_exp/distributed.py.
-    dist_env = distributed.detect()
     distributed.init(dist_env)
 
     from lmms_eval.evaluator import simple_evaluate
@@ -165,6 +172,7 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
     started = time.time()
     if dist_env.is_main:
         store.write_config(config_yaml)
+        store.start_attempt()
     log.info("run folder: %s", store.dir)
 
     if not dist_env.is_main:
@@ -193,6 +201,8 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
     if done:
         log.info("resuming: %d samples already recorded, not generated again", len(done))
     sink = distributed.rank_sink(store.dir, dist_env.rank) if dist_env.enabled else store.append_sample
+    if dist_env.is_main:
+        sink = _clocked(sink, store)
     runtime = Runtime(model=loaded, engine=engine, dims=loaded.adapter.dims(), task_settings=media, seed=rc.seed,
                       sink=sink, done=done, fidelity=rc.fidelity, progress=rc.progress,
                       family=rc.model.family, shard=distributed.Shard(dist_env) if dist_env.enabled else None)
@@ -215,18 +225,27 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
     if len(distributed.sample_files(store.dir)) > 1:  # rank files of this run or of an earlier attempt
         distributed.merge_rank_samples(store.dir)
 
-    records = {}
-    for r in store.iter_samples():
-        records[record_key(r)] = r  # last record of a sample wins (resume)
+    records = _last_records(store)
+    # Done only when every evaluated sample has a parseable record (cost and resume read them).
+    evaluated = {(name, int(s["doc_id"])) for name in task_names for s in results["samples"].get(name, [])}
+    missing = sorted(evaluated - {(r["task"], int(r["doc_id"])) for r in records.values()})
+    if missing:
+        shown = ", ".join(f"{t}/{d}" for t, d in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise RuntimeError(f"{len(missing)} evaluated sample(s) have no parseable record in {store.samples_path} "
+                           f"({shown}); result.json not written -- relaunch to compute them")
     per_task = {}
+    scores = []
     for name, t in zip(task_names, rc.benchmark.tasks):
-        summary = benchmarks.summarize(t.task, _task_results(results["samples"].get(name, [])))
+        task_results = _task_results(results["samples"].get(name, []))
+        scores += _score_rows(name, t.task, task_results)
+        summary = benchmarks.summarize(t.task, task_results)
         task_records = [r for (task, _, _), r in records.items() if task == name]
         summary["cost"] = cost_summary(task_records)
         summary["sample_notes"] = note_counts(task_records)
         per_task[t.key] = summary
     accs = [s["accuracy"] for s in per_task.values() if s.get("accuracy") is not None]
     all_records = list(records.values())
+    attempts = store.update_attempt()
     result = {
         "run_name": rc.run_name,
         "model": rc.model.name, "method": rc.method.name, "schedule": rc.schedule.name,
@@ -241,18 +260,65 @@ def run(rc: RunConfig, run_dir: str | Path, config_yaml: str) -> dict:
         "sample_notes": note_counts(all_records),
         "seed": rc.seed, "scoring": rc.benchmark.scoring, "scoring_seed": rc.benchmark.seed,
         "kv_scope": rc.kv_scope,
-        "wall_time_s": time.time() - started,
+        # summed over attempts (a resumed or requeued point); each attempt counts to its last record
+        "wall_time_s": sum(a["wall_time_s"] for a in attempts) if attempts else time.time() - started,
+        "attempts": len(attempts) or 1,
         "versions": package_versions(), "git_commit": git_commit(),
         "run_dir": str(store.dir),
         "world_size": dist_env.world_size,
     }
+    store.write_scores(scores)
     store.write_result(result)
     (store.dir / "interrupted.json").unlink(missing_ok=True)  # a resumed run is complete now
     if dist_env.enabled:
         distributed.barrier(dist_env)
         distributed.shutdown(dist_env)
     if rc.logger.name == "wandb":
-        from seats_exp.tracking import log_run
-
-        log_run(rc, result, all_records, store.dir)
+        _log_wandb(rc, result, all_records, store, config_yaml)
     return result
+
+
+def _last_records(store: RunStore) -> dict:
+    """The last record of every sample, keyed by (task, sample id, occurrence) (the last wins: resume)."""
+    from evaluation.lmms_model import record_key
+
+    records = {}
+    for r in store.iter_samples():
+        records[record_key(r)] = r
+    return records
+
+
+def _clocked(sink, store: RunStore):
+    """The sink, also recording the attempt's wall time so far (a killed attempt still counts)."""
+    def record(rec: dict) -> None:
+        sink(rec)
+        store.update_attempt()
+
+    return record
+
+
+def _score_rows(task_name: str, template: str, task_results: list[dict]) -> list[dict]:
+    from evaluation.benchmarks import get_spec
+
+    keys = get_spec(template).breakdown_keys
+    return [{"task": task_name, "sample_id": r.get("sample_id"), "gold": r.get("answer"), "prediction": r.get("pred"),
+             "score": r.get("score"), "error": r.get("error"), "category": r.get(keys[0]) if keys else None,
+             **{k: r.get(k) for k in keys}} for r in task_results]
+
+
+def _log_wandb(rc: RunConfig, result: dict, records: list[dict], store: RunStore, config_yaml: str) -> None:
+    """Log a finished point to W&B and record that it is logged; a failure leaves it unlogged (a relaunch
+    with logger=wandb logs it from its files) and fails the point."""
+    import yaml
+
+    from seats_exp.tracking import log_run
+
+    try:
+        info = log_run(rc, result, records, store.dir, config=yaml.safe_load(config_yaml),
+                       scores=list(store.iter_scores()))
+    except Exception as exc:
+        log.error("W&B logging of %s failed (%s: %s); result.json is saved -- relaunch with logger=wandb to log it "
+                  "without model work", store.dir, type(exc).__name__, exc)
+        raise
+    if info is not None:
+        store.write_logged(info)

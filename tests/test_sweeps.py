@@ -390,3 +390,249 @@ def test_two_ranks_match_one(smoke_sweep):
     assert dp["world_size"] == 2
     assert (dp["accuracy"], dp["n_samples"], dp["n_errors"]) == (one["accuracy"], one["n_samples"], one["n_errors"])
     assert dp["cost"]["prefill_tflops"] == pytest.approx(one["cost"]["prefill_tflops"])
+
+
+# -- sweeps that never lose or mix a point (issue 13) ------------------------------------------------------
+
+def _compose_yaml(*overrides: str) -> str:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        return OmegaConf.to_yaml(task_cfg, resolve=True)
+
+
+def test_colliding_points_refused_before_launch(tmp_path):
+    """Two points whose folder name does not carry the swept key: one line naming the key, exit 2,
+    nothing launched (no sweep folder, no data, no model)."""
+    proc, seconds = run_cli(tmp_path, "-m", "experiment=smoke", "method=seats", "method.temperature=0.1,0.5",
+                            timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (line,) = [x for x in proc.stderr.splitlines() if "refusing to launch" in x]
+    assert "points #0, #1 would share the folder" in line and "differ in method.temperature" in line
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "data").exists()
+    # naming the key in the folder lets the same sweep through (listing only: nothing runs)
+    from launchers.list_points import expand
+
+    _, points = expand(["experiment=smoke", "method=seats", "method.temperature=0.1,0.5", f"paths.root={tmp_path}",
+                        "hydra.sweep.subdir=${run_name}.temperature_${method.temperature}"])
+    assert len({p.folder for p in points}) == 2 and all(p.problem is None for p in points)
+
+
+def test_point_identity_is_what_changes_the_result(tmp_path):
+    """Relaunched from another folder with every root pinned, or with another plan.*: the same point.
+    Model, method, data, eval, engine, seed: another point."""
+    pins = [f"paths.data_root={tmp_path}/data", f"paths.model_root={tmp_path}/models",
+            f"paths.output_root={tmp_path}/out", "experiment=smoke"]
+    stored = _compose_yaml(f"paths.root={tmp_path}/here", *pins)
+    folder = _folder(tmp_path / "point", stored, [{"task": "t", "doc_id": 0, "answer": "A"}])
+    elsewhere = _compose_yaml(f"paths.root={tmp_path}/elsewhere", "plan.video_seconds=8", "plan.json=true",
+                              "experiment_name=other", *pins)
+    assert resume.folder_state(folder, elsewhere).state == "partial"
+    for change, key in [("seed=1", "seed"), ("benchmark.limit=2", "benchmark.limit"),
+                        ("engine.kv_scope=after_drop_only", "engine.kv_scope"),
+                        ("eval.max_new_tokens_override=2", "eval.max_new_tokens_override"),
+                        (f"paths.model_root={tmp_path}/other_models", "model.checkpoint"),
+                        (f"paths.data_root={tmp_path}/other_data", "benchmark.tasks.synthetic.annotations")]:
+        other = _compose_yaml(f"paths.root={tmp_path}/here", *pins, change)
+        state = resume.folder_state(folder, other)
+        assert state.state == "conflict" and key in state.differing, (change, state)
+
+
+def test_store_repairs_a_partial_last_line(tmp_path):
+    from seats_exp.store import RunStore, iter_jsonl
+
+    first = {"task": "t", "doc_id": 0, "answer": "A"}
+    (tmp_path / "samples.jsonl").write_text(json.dumps(first) + "\n" + '{"task": "t", "doc_id": 1, "ans')  # kill mid-write
+    store = RunStore(tmp_path)
+    store.append_sample({"task": "t", "doc_id": 1, "answer": "B"})
+    store.append_sample({"task": "t", "doc_id": 2, "answer": "C"})
+    assert [r["doc_id"] for r in iter_jsonl(tmp_path / "samples.jsonl")] == [0, 1, 2]
+    assert (tmp_path / "samples.jsonl").read_text().startswith(json.dumps(first) + "\n{")
+    # the same through a rank file (data parallel)
+    (tmp_path / "samples.rank1.jsonl").write_text('{"task": "t", "doc_id": 3, "an')
+    distributed.rank_sink(tmp_path, 1)({"task": "t", "doc_id": 3, "answer": "D"})
+    assert [r["doc_id"] for r in iter_jsonl(tmp_path / "samples.rank1.jsonl")] == [3]
+
+
+def test_sweep_list_conflicts_exit_nonzero(tmp_path, capsys):
+    from launchers.list_points import main
+
+    args = ["experiment=smoke", f"paths.root={tmp_path}", "eval.progress=false"]
+    _, points = __import__("launchers.list_points", fromlist=["expand"]).expand(args)
+    other = _compose_yaml(*args, "method=random", "seed=7")
+    _folder(points[1].folder, other, [{"task": "t", "doc_id": 0, "answer": "A"}])
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "0 done, 1 to run, 1 in conflict" in out
+    assert f"  #1 {points[1].folder}: differs at seed" in out
+    assert main(args + ["seed=7"]) == 0 and "partial (1 samples)" in capsys.readouterr().out  # its own config
+    assert main(args + ["hydra.sweep.dir=" + str(tmp_path / "elsewhere")]) == 0
+
+
+def _start_together(code: str, n: int, tmp_path: Path, stagger: float = 0.0) -> list[subprocess.Popen]:
+    """Start ``code`` in ``n`` processes that begin together (each waits for a go file), the i-th
+    ``i * stagger`` seconds after the go: later ones arrive while the first is still creating."""
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = []
+    for i in range(n):
+        script = (f"import time, pathlib\nwhile not pathlib.Path({str(go)!r}).exists(): time.sleep(0.005)\n"
+                  f"time.sleep({i * stagger})\n{code}")
+        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    time.sleep(1.0)  # every interpreter up and polling
+    go.touch()
+    return procs
+
+
+def _finish(procs: list[subprocess.Popen], timeout: int = 240) -> list[subprocess.CompletedProcess]:
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        outs.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return outs
+
+
+def test_first_use_of_the_synthetic_set_is_safe_under_concurrency(tmp_path):
+    root = tmp_path / "data" / "synthetic"
+    code = ("from evaluation.synthetic import ensure\n"
+            f"print(ensure({str(root)!r}, num_clips=3, seconds=1.0, fps=4, width=32, height=32))")
+    outs = _finish(_start_together(code, 4, tmp_path, stagger=0.1))
+    assert [o.returncode for o in outs] == [0] * 4, [o.stderr[-800:] for o in outs if o.returncode]
+    from evaluation.synthetic import video_path
+
+    qa = json.loads((root / "qa.json").read_text())
+    assert len(qa) == 3 and all(video_path(root, q["video_id"]).is_file() for q in qa)
+    assert sorted(p.name for p in root.parent.iterdir() if p.name != ".synthetic.lock") == ["synthetic"]
+
+
+def test_tiny_checkpoint_first_use_is_safe_and_appears_whole(tmp_path):
+    """Two processes build the same tiny checkpoint at once: both return it complete, and a reader
+    polling for the folder sees it only once it is whole (written aside under a lock, renamed)."""
+    from seats_exp.models.tiny import STAMP
+
+    out = tmp_path / "models" / "tiny"
+    procs = _start_together("from seats_exp.models.tiny import build_tiny_checkpoint\n"
+                            "from transformers import AutoConfig\n"
+                            f"AutoConfig.from_pretrained(build_tiny_checkpoint('qwen2_5_omni', {str(out)!r}))", 2, tmp_path)
+    seen = None
+    deadline = time.monotonic() + 240
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        if out.exists():
+            seen = sorted(p.name for p in out.iterdir())
+            break
+        time.sleep(0.002)
+    outs = _finish(procs)
+    assert [o.returncode for o in outs] == [0, 0], [o.stderr[-800:] for o in outs if o.returncode]
+    assert seen is not None and STAMP in seen and "model.safetensors" in seen, seen
+    assert sorted(p.name for p in out.parent.iterdir()) == [".tiny.lock", "tiny"]
+
+
+@pytest.mark.slow
+def test_wall_time_is_summed_over_attempts(smoke_sweep):
+    killed = smoke_sweep["killed_dir"]
+    attempts = json.loads((killed / "attempts.json").read_text())
+    assert len(attempts) == 2 and all(a["wall_time_s"] > 0 for a in attempts)  # the killed one counted to its last sample
+    result = json.loads((killed / "result.json").read_text())
+    assert result["attempts"] == 2 and result["wall_time_s"] == pytest.approx(sum(a["wall_time_s"] for a in attempts))
+    other = next(d for d in results_by_method(smoke_sweep["sweep_dir"]).values() if d != killed)
+    assert json.loads((other / "result.json").read_text())["attempts"] == 1
+
+
+@pytest.mark.slow
+def test_resume_after_a_partial_last_line_loses_no_sample(smoke_sweep):
+    """A kill while a line was being written: the relaunch drops the fragment before appending, so every
+    sample ends with a parseable record and the cost is averaged over all of them."""
+    import shutil
+
+    root = smoke_sweep["root"]
+    src = results_by_method(smoke_sweep["sweep_dir"])["random"]
+    dst = root / "partial_line"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("tasks", "result.json", "scores.jsonl", "attempts.json"))
+    lines = (dst / "samples.jsonl").read_text().splitlines(keepends=True)
+    (dst / "samples.jsonl").write_text(lines[0] + lines[1][: len(lines[1]) // 2])
+    proc, _ = run_cli(root, "experiment=smoke", "method=random", f"hydra.run.dir={dst}")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "resuming: 1 samples already recorded" in log and "dropped a partial last line" in log
+    assert sorted(r["doc_id"] for r in records(dst)) == list(range(SMOKE_SAMPLES))
+    assert len((dst / "samples.jsonl").read_text().splitlines()) == SMOKE_SAMPLES  # no glued line left
+    assert answers(dst) == answers(src)
+    new, old = (json.loads((d / "result.json").read_text()) for d in (dst, src))
+    assert new["n_samples"] == SMOKE_SAMPLES and new["cost"]["prefill_tflops"] == pytest.approx(old["cost"]["prefill_tflops"])
+
+
+@pytest.mark.slow
+def test_failed_points_fail_their_jobs_and_the_sweep_settles_every_point(smoke_sweep):
+    """submitit (local executor): both points fail at once (their folders hold another configuration):
+    each job ends in error (not "success" with a failed JobReturn inside), the sweep waits for both and
+    exits non-zero naming both."""
+    from submitit.core.utils import pickle_load
+
+    from launchers.list_points import expand
+
+    root = smoke_sweep["root"]
+    sweep_dir = root / "submitit_fail"
+    _, points = expand(["experiment=smoke", f"paths.root={root}", f"hydra.sweep.dir={sweep_dir}"])
+    for p in points:
+        _folder(p.folder, "seed: 99\n", [{"task": "t", "doc_id": 0, "answer": "A"}])
+    proc, _ = run_cli(root, "-m", "experiment=smoke", "hydra/launcher=local_submitit", f"hydra.sweep.dir={sweep_dir}")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]
+    assert "2 of 2 points failed (#0, #1)" in log and "relaunch the same sweep" in log
+    assert "point #0 (job" in log and "point #1 (job" in log and "RunFolderConflict" in log
+    outcomes = [pickle_load(pkl) for pkl in (sweep_dir / ".submitit").glob("*/*_result.pkl")]
+    assert [o for o, _ in outcomes] == ["error", "error"]
+    assert all("RunFolderConflict" in str(value) for _, value in outcomes)
+
+
+@pytest.mark.slow
+def test_finished_unlogged_point_is_logged_from_its_files(smoke_sweep, tmp_path):
+    """A finished point never logged to W&B (logger=none, or W&B failed at the end): relaunching with
+    logger=wandb logs it from result.json/samples.jsonl/scores.jsonl without model work, once."""
+    import shutil
+
+    from seats_exp.wandb_reader import find_offline_runs, read_offline_run, read_table
+
+    root = smoke_sweep["root"]
+    src = results_by_method(smoke_sweep["sweep_dir"])["full_tokens"]
+    dst = root / "unlogged"
+    shutil.copytree(src, dst)
+    assert not (dst / "logged.json").exists()
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HOME": str(tmp_path)}
+    args = ("experiment=smoke", "method=full_tokens", f"hydra.run.dir={dst}", "logger=wandb")
+    proc, _ = run_cli(root, *args, env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "not logged to W&B yet: logging it from its result files (no model work)" in log
+    assert "loaded qwen2_5_omni Thinker" not in log
+    (run_dir,) = find_offline_runs(dst / "wandb")
+    assert json.loads((dst / "logged.json").read_text())["mode"] == "offline"
+
+    run = read_offline_run(run_dir)
+    result = json.loads((dst / "result.json").read_text())
+    config = run["config"]
+    assert config["experiment_name"] == "smoke" and config["git_commit"] == result["git_commit"]
+    assert config["benchmark"]["limit"] == config["benchmark_limit"] == SMOKE_SAMPLES and config["sample_ids"] is None
+    assert config["generation"]["synthetic"]["max_new_tokens"] == 4
+    assert config["generation"]["synthetic"] == config["benchmark"]["tasks"]["synthetic"]["generation"]
+    assert config["ratios"] == result["ratios"] and config["model"]["name"] == "tiny_qwen2_5_omni"
+    assert config["engine"]["kv_scope"] == result["kv_scope"] and config["seed"] == 0
+    table = read_table(run_dir, run["summary"]["samples"])
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    scores = {s["sample_id"]: s for s in map(json.loads, (dst / "scores.jsonl").read_text().splitlines())}
+    assert len(rows) == SMOKE_SAMPLES and len(scores) == SMOKE_SAMPLES
+    for row in rows:
+        s = scores[row["sample_id"]]
+        assert (row["gold"], row["prediction"], row["score"], row["category"]) == (
+            s["gold"], s["prediction"], s["score"], s["video_category"])
+        assert row["gold"] in "ABCD" and row["score"] in (0, 1) and row["category"]
+
+    again, _ = run_cli(root, *args, env=env)
+    assert again.returncode == 0 and "already logged to W&B (offline)" in again.stdout + again.stderr
+    assert len(find_offline_runs(dst / "wandb")) == 1

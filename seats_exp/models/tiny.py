@@ -14,6 +14,8 @@ included), and (Qwen3) DeepStack visual injection and a sparse MoE MLP.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -129,20 +131,48 @@ def build_tiny_checkpoint(family: str, out_dir: str | Path, seed: int = 0) -> Pa
     """Write a tiny random Omni checkpoint (config, weights, processor) to ``out_dir``.
 
     Idempotent: a folder already holding a tiny checkpoint of the same family and seed is reused.
+    Safe under concurrency (first use by several points or array tasks at once): built under a file
+    lock next to ``out_dir`` (``.<name>.lock``), checked again once the lock is held, written to a
+    temporary sibling folder and renamed into place, so a reader never sees a half-written checkpoint.
     """
-    from transformers import Qwen2_5OmniForConditionalGeneration, Qwen3OmniMoeForConditionalGeneration
+    from filelock import FileLock
 
     out = Path(out_dir)
     stamp = {"family": family, "seed": seed, "layers": TINY_LAYERS, "format": 1}
-    if (out / STAMP).exists() and json.loads((out / STAMP).read_text()) == stamp:
+    if _stamped(out, stamp):
         return out
-    out.mkdir(parents=True, exist_ok=True)
-    processor = build_processor(family)
-    config = _qwen3_config(processor.tokenizer) if family == "qwen3_omni" else _qwen2_5_config(processor.tokenizer)
-    cls = Qwen3OmniMoeForConditionalGeneration if family == "qwen3_omni" else Qwen2_5OmniForConditionalGeneration
-    torch.manual_seed(seed)
-    model = cls(config)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / STAMP).write_text(json.dumps(stamp))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        if _stamped(out, stamp):  # another process built it while this one waited
+            return out
+        if out.exists() and not (out / STAMP).exists() and (not out.is_dir() or any(out.iterdir())):
+            raise FileExistsError(f"{out} already has content but no {STAMP}; refusing to replace it with a tiny "
+                                  "checkpoint -- choose an empty or new folder")
+        from transformers import Qwen2_5OmniForConditionalGeneration, Qwen3OmniMoeForConditionalGeneration
+
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        processor = build_processor(family)
+        config = _qwen3_config(processor.tokenizer) if family == "qwen3_omni" else _qwen2_5_config(processor.tokenizer)
+        cls = Qwen3OmniMoeForConditionalGeneration if family == "qwen3_omni" else Qwen2_5OmniForConditionalGeneration
+        torch.manual_seed(seed)
+        model = cls(config)
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / STAMP).write_text(json.dumps(stamp))
+        if out.exists():  # an older tiny checkpoint (other seed or format) or an empty folder
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
     return out
+
+
+def _stamped(out: Path, stamp: dict) -> bool:
+    try:
+        return json.loads((out / STAMP).read_text()) == stamp
+    except (OSError, ValueError):
+        return False
