@@ -70,7 +70,6 @@ from seats_exp.selection import (
     PLAN_APPROX,
     PLAN_EXACT,
     PLAN_TOTAL,
-    TEXT,
     VIDEO,
     VIDEO_ATTN,
     BaseSelector,

@@ -13,7 +13,7 @@ from conftest import load_tiny, tiny_inputs
 from methods import MethodConfigError, ModelInfo, build_selector
 from methods.dycoke import DyCoke, ttm_keep, ttm_plan
 from seats_exp.engine import Engine
-from seats_exp.selection import AUDIO, TEXT, VIDEO, PlanInput, SelectionContext
+from seats_exp.selection import PlanInput
 
 INFO_7B = ModelInfo("qwen2_5_omni_7b", "qwen2_5_omni", 28, 25.0)
 

@@ -4,8 +4,6 @@ selections, the negative setting ratio (reported or an error), plan mode and a t
 from __future__ import annotations
 
 import json
-import logging
-import math
 import os
 import subprocess
 import sys

@@ -15,7 +15,6 @@ test: ``test_BUG_anchor_merge_softmax_float32_under_float64_embeddings``.
 
 from __future__ import annotations
 
-import math
 import random
 
 import pytest
