@@ -38,6 +38,20 @@ class ModelInfo:
     audio_tokens_per_second: float  # 25 (Qwen2.5) or 13 (Qwen3)
 
 
+def with_defaults(name: str, params: dict[str, Any], defaults: dict[str, Any],
+                  choices: dict[str, tuple] | None = None) -> dict[str, Any]:
+    """A method's settings: ``defaults`` overlaid with ``params``; an unknown key, or a value outside
+    its ``choices``, is a ``MethodConfigError`` naming the key and what is allowed."""
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise MethodConfigError(f"method {name} does not take {unknown}; allowed keys: {sorted(defaults)}")
+    merged = {**defaults, **params}
+    for key, allowed in (choices or {}).items():
+        if merged[key] not in allowed:
+            raise MethodConfigError(f"method.{key} must be one of {list(allowed)}, got {merged[key]!r}")
+    return merged
+
+
 Builder = Callable[[dict[str, Any], float, float, ModelInfo], BaseSelector]
 _REGISTRY: dict[str, Builder] = {}
 _ORIGIN: dict[str, str] = {}  # method name -> module that registered it

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from methods import MethodConfigError, ModelInfo, register
+from methods import MethodConfigError, ModelInfo, register, with_defaults
 from methods.budget import audio_intact_reallocate
 from methods.diversity import windowed_keep_mask
 from methods.random import random_keep_count
@@ -175,10 +175,7 @@ class DivPrune(BaseSelector):
 
 def _build(params: dict, video_ratio: float, audio_ratio: float, model: ModelInfo, omni: bool) -> DivPrune:
     name = "divprune_omni" if omni else "divprune"
-    unknown = sorted(set(params) - {"window"})
-    if unknown:
-        raise MethodConfigError(f"method {name} does not take {unknown}; allowed keys: ['window']")
-    window = parse_window(params.get("window", "none"), audio_allowed=omni)
+    window = parse_window(with_defaults(name, params, {"window": "none"})["window"], audio_allowed=omni)
     return DivPrune(video_ratio, audio_ratio, window, omni, model.audio_tokens_per_second)
 
 

@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from methods import MethodConfigError, ModelInfo, register
+from methods import MethodConfigError, ModelInfo, register, with_defaults
 from methods.budget import audio_intact_reallocate
 from methods.random import random_keep_count
 from seats_exp.selection import (
@@ -309,13 +309,7 @@ def _number(key: str, value, low: float, high: float, *, integer: bool = False):
 
 @register("dycoke")
 def build(params: dict, video_ratio: float, audio_ratio: float, model: ModelInfo) -> DyCoke:
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise MethodConfigError(f"method dycoke does not take {unknown}; allowed keys: {sorted(DEFAULTS)}")
-    p = {**DEFAULTS, **params}
-    for key, choices in CHOICES.items():
-        if p[key] not in choices:
-            raise MethodConfigError(f"method.{key}: must be one of {list(choices)}, got {p[key]!r}")
+    p = with_defaults("dycoke", params, DEFAULTS, CHOICES)
     for key in ("dp", "dp_in_prefill"):
         if not isinstance(p[key], bool):
             raise MethodConfigError(f"method.{key}: must be true or false, got {p[key]!r}")

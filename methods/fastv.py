@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from methods import MethodConfigError, ModelInfo, register
+from methods import MethodConfigError, ModelInfo, register, with_defaults
 from methods.budget import audio_intact_reallocate, fastv_setting_ratio
 from seats_exp.selection import BaseSelector, PlanCounts, PlanInput, Selection, SelectionContext
 
@@ -173,13 +173,7 @@ class FastV(BaseSelector):
 
 
 def build_fastv(name: str, params: dict, video_ratio: float, audio_ratio: float, model: ModelInfo) -> FastV:
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise MethodConfigError(f"method {name} does not take {unknown}; allowed keys: {sorted(DEFAULT_PARAMS)}")
-    p = {**DEFAULT_PARAMS, **params}
-    for key, choices in _CHOICES.items():
-        if p[key] not in choices:
-            raise MethodConfigError(f"method.{key} must be one of {list(choices)}, got {p[key]!r}")
+    p = with_defaults(name, params, DEFAULT_PARAMS, _CHOICES)
     k = p["fastv_k"]
     last = model.num_layers - (1 if p["score_layer"] == "next" else 0)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < last:

@@ -51,7 +51,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from methods import MethodConfigError, ModelInfo, register
+from methods import MethodConfigError, ModelInfo, register, with_defaults
 from seats_exp.selection import (
     AUDIO,
     AUDIO_ATTN,
@@ -375,10 +375,7 @@ def _integer(key: str, value: Any, low: int) -> int:
 
 
 def resolve_settings(params: dict[str, Any], video_ratio: float, audio_ratio: float) -> OmniZipSettings:
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise MethodConfigError(f"method omnizip does not take {unknown}; allowed keys: {sorted(DEFAULT_PARAMS)}")
-    p = {**DEFAULT_PARAMS, **params}
+    p = with_defaults("omnizip", params, DEFAULT_PARAMS)
     if not isinstance(p["clamp"], bool):
         raise MethodConfigError(f"method.clamp={p['clamp']!r} must be true or false")
     if p["compute_dtype"] not in COMPUTE_DTYPES:

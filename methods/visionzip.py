@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from methods import MethodConfigError, ModelInfo, register
+from methods import MethodConfigError, ModelInfo, register, with_defaults
 from methods.budget import audio_intact_reallocate
 from methods.random import random_keep_count
 from seats_exp.selection import (
@@ -292,13 +292,7 @@ class VisionZip(BaseSelector):
 
 
 def build_visionzip(name: str, params: dict, video_ratio: float, audio_ratio: float, model: ModelInfo) -> VisionZip:
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise MethodConfigError(f"method {name} does not take {unknown}; allowed keys: {sorted(DEFAULT_PARAMS)}")
-    p = {**DEFAULT_PARAMS, **params}
-    for key, choices in _CHOICES.items():
-        if p[key] not in choices:
-            raise MethodConfigError(f"method.{key} must be one of {list(choices)}, got {p[key]!r}")
+    p = with_defaults(name, params, DEFAULT_PARAMS, _CHOICES)
     c = p["contextual_ratio"]
     if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c <= 1:
         raise MethodConfigError(f"method.contextual_ratio must be a number in [0, 1], got {c!r}")
