@@ -93,12 +93,16 @@ def main(cfg: DictConfig) -> float | None:
     from launchers.resume import RunFolderConflict
     from seats_exp.models.loading import ModelLoadError
 
+    from hydra.types import RunMode
+
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         result = runner.run(rc, run_dir, OmegaConf.to_yaml(cfg, resolve=True))
     except (ModelLoadError, BenchmarkDataError, RunFolderConflict, ConfigError, MethodConfigError) as exc:
         log.error("%s", exc)
         print(f"seats-exp: {exc}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # a sweep point: the launcher records the error for this point (and names it)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print(f"seats-exp: {_mark_interrupted(Path(run_dir), sys.argv[1:])}", file=sys.stderr)

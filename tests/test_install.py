@@ -260,8 +260,8 @@ def test_tiny_run_from_an_empty_folder(plain, built):
 def test_site_configs_with_the_installed_package(plain, tmp_path):
     site = tmp_path / "site"
     shutil.copytree(REPO / "examples" / "site", site)
-    proc = plain.run(f"hydra.searchpath=[file://{site}]", "experiment=mycluster_7b", "method=seats", "schedule=r10",
-                     "benchmark=dailyomni", tool="seats-exp-sweep-list")
+    proc = plain.run(f"hydra.searchpath=[file://{site}]", "experiment=mycluster_7b",
+                     "+paper_cell/qwen2_5_omni_7b=seats_r10", "benchmark=dailyomni", tool="seats-exp-sweep-list")
     assert proc.stdout.splitlines()[0] == ("experiment paper_qwen2_5_omni_7b: 1 points, launcher mycluster, "
                                            "folder /scratch/seats-exp/outputs/experiments/paper_qwen2_5_omni_7b"), (
         proc.stdout[-2000:] + proc.stderr[-2000:])

@@ -52,7 +52,7 @@ def test_example_site_experiment_sets_paths_checkpoint_and_launcher(site, tmp_pa
                 cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     launcher = yaml.safe_load(proc.stdout)
-    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["_target_"] == "hydra_plugins.seats_exp_launchers.SlurmLauncher"  # seats-exp's slurm preset
     assert (launcher["partition"], launcher["account"], launcher["gpus_per_node"], launcher["tasks_per_node"]) == (
         "gpu", "myproject", 4, 4)
     assert launcher["setup"][0] == "module load cuda/12.4"
@@ -61,15 +61,15 @@ def test_example_site_experiment_sets_paths_checkpoint_and_launcher(site, tmp_pa
 
 def test_example_site_sweep_listing(site, tmp_path):
     # (the command line narrows the experiment's 40-point grid to 2 points, as it would for a launch)
-    proc = _run("seats-exp-sweep-list", _sp(site), "experiment=mycluster_7b", "method=seats", "schedule=r10,r35",
-                "benchmark=worldsense", cwd=tmp_path)
+    proc = _run("seats-exp-sweep-list", _sp(site), "experiment=mycluster_7b",
+                "+paper_cell/qwen2_5_omni_7b=seats_r10,seats_r35", "benchmark=worldsense", cwd=tmp_path)
     lines = proc.stdout.splitlines()
     assert len(lines) == 4 and lines[1].split()[2] == "qwen2_5_omni_7b.seats.r10.worldsense", proc.stdout[-2000:]
     assert lines[0] == ("experiment paper_qwen2_5_omni_7b: 2 points, launcher mycluster, "
                         "folder /scratch/seats-exp/outputs/experiments/paper_qwen2_5_omni_7b"), proc.stdout[-2000:]
     # The example's checkpoint folder does not exist here: every point says so before anything launches.
     assert all("INVALID: model.checkpoint='/models/Qwen2.5-Omni-7B' does not exist" in line for line in lines[1:-1])
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # invalid points are bad input
 
 
 def test_site_folder_joins_the_search_path(site, tmp_path):
