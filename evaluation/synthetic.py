@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seats_exp.store import replace_folder
+
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
@@ -440,13 +442,7 @@ def ensure(
         tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         generate(tmp, **params)
-        if root.exists():  # our older set (or an empty folder): swap it out, then remove it
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            root.rename(old)
-            tmp.rename(root)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(root)
+        replace_folder(tmp, root)  # our older set (or an empty folder) is swapped out
     return root / ANNOTATION_NAME
 
 

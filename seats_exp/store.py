@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def replace_folder(built: Path, dest: Path) -> None:
+    """Put a fully built folder ``built`` at ``dest`` by renames only (readers never see a half-written
+    folder); an existing ``dest`` (an older version, or an empty folder) is swapped out and removed."""
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        dest.rename(old)
+        built.rename(dest)
+        shutil.rmtree(old)
+    else:
+        built.rename(dest)
 
 
 def _default(obj):

@@ -72,6 +72,27 @@ def tiny_inputs(loaded, clip: Path, prompt: str = "Question: what colour is show
     return inputs, has_audio
 
 
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Annotation files in every benchmark's real schema, with clips (tests/bench_fixtures.py)."""
+    import bench_fixtures as bf
+
+    return bf.write_all(tmp_path_factory.mktemp("bench_data"))
+
+
+@pytest.fixture(scope="module")
+def hf_cache(tmp_path_factory):
+    # lmms-eval reads this once per process (lru_cache); keep datasets' arrow cache out of ~/.cache
+    path = str(tmp_path_factory.mktemp("hf_datasets"))
+    old = os.environ.get("LMMS_EVAL_DATASETS_CACHE")
+    os.environ["LMMS_EVAL_DATASETS_CACHE"] = path
+    yield path
+    if old is None:
+        os.environ.pop("LMMS_EVAL_DATASETS_CACHE", None)
+    else:
+        os.environ["LMMS_EVAL_DATASETS_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

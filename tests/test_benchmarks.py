@@ -31,24 +31,6 @@ def utils_of(template):
     return B.BENCHMARKS[template].utils()
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return bf.write_all(tmp_path_factory.mktemp("bench_data"))
-
-
-@pytest.fixture(scope="module")
-def hf_cache(tmp_path_factory):
-    # lmms-eval reads this once per process (lru_cache); keep datasets' arrow cache out of ~/.cache
-    path = str(tmp_path_factory.mktemp("hf_datasets"))
-    old = os.environ.get("LMMS_EVAL_DATASETS_CACHE")
-    os.environ["LMMS_EVAL_DATASETS_CACHE"] = path
-    yield path
-    if old is None:
-        os.environ.pop("LMMS_EVAL_DATASETS_CACHE", None)
-    else:
-        os.environ["LMMS_EVAL_DATASETS_CACHE"] = old
-
-
 def record(template, doc, reply, scoring="faithful", seed=0, bound=None):
     bound = bound or utils_of(template).bind(scoring, seed)
     out = bound.process_results(doc, [reply])

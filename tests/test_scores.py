@@ -27,7 +27,6 @@ for p in (str(ROOT), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-import bench_fixtures as bf  # noqa: E402
 
 from evaluation import benchmarks as B  # noqa: E402
 from evaluation import common as C  # noqa: E402
@@ -35,23 +34,6 @@ from evaluation import common as C  # noqa: E402
 SEATS_EXP = Path(sys.executable).with_name("seats-exp")
 SWEEP_LIST = Path(sys.executable).with_name("seats-exp-sweep-list")
 CORPUS = HERE / "data" / "robust_parser_corpus.json"
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return bf.write_all(tmp_path_factory.mktemp("bench_data"))
-
-
-@pytest.fixture(scope="module")
-def hf_cache(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("hf_datasets"))
-    old = os.environ.get("LMMS_EVAL_DATASETS_CACHE")
-    os.environ["LMMS_EVAL_DATASETS_CACHE"] = path
-    yield path
-    if old is None:
-        os.environ.pop("LMMS_EVAL_DATASETS_CACHE", None)
-    else:
-        os.environ["LMMS_EVAL_DATASETS_CACHE"] = old
 
 
 def _docs(out: Path, key: str) -> list[dict]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from seats_exp.models.processor_parts import build_processor
+from seats_exp.store import replace_folder
 
 TINY_LAYERS = 8  # decoder depth of both tiny families (SEATS defaults for them: drops 3-4-5, late 7)
 STAMP = "seats_tiny.json"
@@ -161,13 +162,7 @@ def build_tiny_checkpoint(family: str, out_dir: str | Path, seed: int = 0) -> Pa
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / STAMP).write_text(json.dumps(stamp))
-        if out.exists():  # an older tiny checkpoint (other seed or format) or an empty folder
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        replace_folder(tmp, out)  # an older tiny checkpoint (other seed or format) is swapped out
     return out
 
 
